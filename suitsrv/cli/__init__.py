@@ -1,0 +1,1 @@
+"""The ``suitsrv`` command line."""
