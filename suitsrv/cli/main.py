@@ -1,28 +1,39 @@
-"""Entry point of the ``suitsrv`` console script."""
+"""suitsrv: firmware updates (IETF SUIT) and remote attestation (IETF RATS) for IoT devices."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from suitsrv import __version__
+
+from .keys import UsageError, add_keygen
+from .manifest_cmd import add_manifest
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="suitsrv", description=__doc__)
     parser.add_argument("--version", action="version", version=f"suitsrv {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_keygen(sub)
+    add_manifest(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 1 rejected/failed, 2 usage error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
+    run: Callable[[argparse.Namespace], int] | None = getattr(args, "run", None)
+    if run is None:
         parser.print_help(sys.stderr)
         return 2
-    return 0
+    try:
+        return run(args)
+    except UsageError as exc:
+        print(f"suitsrv: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
