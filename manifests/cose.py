@@ -353,8 +353,8 @@ def verify_cose(
     if payload is None:
         raise VerificationError(f"{msg.kind}: detached payload, but none was supplied")
     alg, kid = msg.algorithm, msg.kid
-    if alg not in _KIND_ALGS[msg.kind]:
-        raise VerificationError(f"{msg.kind}: algorithm {alg} is not supported for {msg.kind}")
+    if alg in _KNOWN and alg not in _KIND_ALGS[msg.kind]:  # e.g. a MAC alg in a COSE_Sign1
+        raise VerificationError(f"{msg.kind}: algorithm {alg} cannot be used in a {msg.kind}")
     candidates = [
         a for a in anchors if alg in a.algorithms and (kid is None or a.kid is None or a.kid == kid)
     ]

@@ -91,6 +91,14 @@ def test_arbitrary_bytes_raise_only_decode_error(data: bytes) -> None:
         loads(data, what="x")
 
 
+@given(
+    st.binary(max_size=70000)
+    | st.sampled_from([b"x" * n for n in (23, 24, 255, 256, 65535, 65536)])
+)
+def test_wrap_bstr_matches_cbor2(data: bytes) -> None:
+    assert wrap_bstr(data) == cbor2.dumps(data)
+
+
 @given(_values)
 def test_agrees_with_cbor2_on_valid_input(value: object) -> None:
     assert loads(dumps(value), what="x") == cbor2.loads(dumps(value))
