@@ -23,6 +23,7 @@ from .model import (
     SetParameters,
     TryEach,
     VendorId,
+    VersionMatch,
 )
 
 __all__ = ["ComponentSummary", "summarize"]
@@ -36,6 +37,8 @@ class _Acc:
     image_sizes: list[int] = field(default_factory=list)
     uris: list[str] = field(default_factory=list)
     slots: list[int] = field(default_factory=list)
+    use_before: list[int] = field(default_factory=list)
+    versions: list[VersionMatch] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class ComponentSummary:
     image_sizes: tuple[int, ...]
     uris: tuple[str, ...]
     slots: tuple[int, ...]
+    use_before: tuple[int, ...] = ()
+    versions: tuple[VersionMatch, ...] = ()
 
 
 def _add(acc: _Acc, params: Parameters) -> None:
@@ -60,6 +65,8 @@ def _add(acc: _Acc, params: Parameters) -> None:
         (acc.image_sizes, params.image_size),  # type: ignore[list-item]
         (acc.uris, params.uri),  # type: ignore[list-item]
         (acc.slots, params.component_slot),  # type: ignore[list-item]
+        (acc.use_before, params.use_before),  # type: ignore[list-item]
+        (acc.versions, params.version),  # type: ignore[list-item]
     ]
     for target, value in pairs:
         if value is not None and value not in target:
@@ -118,6 +125,8 @@ def summarize(manifest: Manifest) -> tuple[ComponentSummary, ...]:
             image_sizes=tuple(acc.image_sizes),
             uris=tuple(acc.uris),
             slots=tuple(acc.slots),
+            use_before=tuple(acc.use_before),
+            versions=tuple(acc.versions),
         )
         for i, acc in enumerate(accs)
     )

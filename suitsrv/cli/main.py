@@ -10,6 +10,8 @@ from suitsrv import __version__
 
 from .keys import UsageError, add_keygen
 from .manifest_cmd import add_manifest
+from .serve import add_admin, add_serve
+from .upload import add_upload
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_keygen(sub)
     add_manifest(sub)
+    add_serve(sub)
+    add_admin(sub)
+    add_upload(sub)
     return parser
 
 

@@ -1,0 +1,185 @@
+"""Service configuration: one frozen dataclass, built once at start-up from a TOML file and the
+``SUITSRV_*`` environment variables (the environment wins). Unknown file keys are refused.
+This is the only module that reads ``os.environ`` (STYLE.md "Config").
+
+Example ``suitsrv.toml``::
+
+    data-dir = "/var/lib/suitsrv"
+    listen = "0.0.0.0:8443"
+    public-base-url = "https://updates.example.com"
+
+    [limits]
+    envelope-bytes = 1048576
+    payload-bytes = 1073741824
+    report-bytes = 65536
+
+    [poll]
+    interval = 3600      # seconds a device waits between polls
+    jitter = 0.2         # +-20 % randomisation of that hint
+
+    [tls]
+    cert = "/etc/suitsrv/cert.pem"
+    key = "/etc/suitsrv/key.pem"
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+__all__ = ["Config", "ConfigError", "Limits", "load_config"]
+
+
+class ConfigError(Exception):
+    """The configuration file or environment holds an invalid value."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    envelope_bytes: int = 1 << 20
+    payload_bytes: int = 1 << 30
+    report_bytes: int = 64 << 10
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_base_url: str = ""
+    poll_interval: int = 3600
+    poll_jitter: float = 0.2
+    limits: Limits = field(default_factory=Limits)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    access_log: bool = True
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "suitsrv.sqlite3"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def base_url(self) -> str:
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        scheme = "https" if self.tls_cert else "http"
+        return f"{scheme}://{self.host}:{self.port}"
+
+
+_FILE_KEYS: Final = {"data-dir", "listen", "public-base-url", "limits", "poll", "tls", "access-log"}
+_ENV: Final = {
+    "SUITSRV_DATA_DIR": "data-dir",
+    "SUITSRV_LISTEN": "listen",
+    "SUITSRV_PUBLIC_BASE_URL": "public-base-url",
+    "SUITSRV_POLL_INTERVAL": "poll.interval",
+    "SUITSRV_POLL_JITTER": "poll.jitter",
+    "SUITSRV_LIMIT_ENVELOPE_BYTES": "limits.envelope-bytes",
+    "SUITSRV_LIMIT_PAYLOAD_BYTES": "limits.payload-bytes",
+    "SUITSRV_LIMIT_REPORT_BYTES": "limits.report-bytes",
+    "SUITSRV_TLS_CERT": "tls.cert",
+    "SUITSRV_TLS_KEY": "tls.key",
+    "SUITSRV_ACCESS_LOG": "access-log",
+}
+
+
+def _int(value: Any, name: str, low: int = 0, high: int = 1 << 62) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+    if isinstance(value, bool) or not low <= number <= high:
+        raise ConfigError(f"{name} must be within {low}..{high}, got {value!r}")
+    return number
+
+
+def _listen(value: Any) -> tuple[str, int]:
+    host, sep, port = str(value).rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"listen must be HOST:PORT, got {value!r}")
+    return host.strip("[]"), _int(port, "listen port", 0, 65535)
+
+
+def _table(doc: Mapping[str, Any], name: str, keys: set[str]) -> dict[str, Any]:
+    table = doc.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    unknown = set(table) - keys
+    if unknown:
+        raise ConfigError(f"[{name}]: unknown keys {sorted(unknown)}")
+    return table
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (optional) and the environment into a Config; ConfigError when invalid."""
+    env = os.environ if environ is None else environ
+    doc: dict[str, Any] = {}
+    if path is not None:
+        try:
+            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        unknown = set(doc) - _FILE_KEYS
+        if unknown:
+            raise ConfigError(f"{path}: unknown keys {sorted(unknown)}")
+    limits_t = _table(doc, "limits", {"envelope-bytes", "payload-bytes", "report-bytes"})
+    poll_t = _table(doc, "poll", {"interval", "jitter"})
+    tls_t = _table(doc, "tls", {"cert", "key"})
+    flat: dict[str, Any] = {k: v for k, v in doc.items() if k not in ("limits", "poll", "tls")}
+    flat.update({f"limits.{k}": v for k, v in limits_t.items()})
+    flat.update({f"poll.{k}": v for k, v in poll_t.items()})
+    flat.update({f"tls.{k}": v for k, v in tls_t.items()})
+    flat.update({key: env[var] for var, key in _ENV.items() if var in env})
+
+    if "data-dir" not in flat:
+        raise ConfigError("data-dir is required (config file or SUITSRV_DATA_DIR)")
+    config = Config(data_dir=Path(flat["data-dir"]).expanduser())
+    if "listen" in flat:
+        host, port = _listen(flat["listen"])
+        config = replace(config, host=host, port=port)
+    if "public-base-url" in flat:
+        url = str(flat["public-base-url"])
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"public-base-url must be an http(s) URL, got {url!r}")
+        config = replace(config, public_base_url=url.rstrip("/"))
+    jitter = flat.get("poll.jitter", config.poll_jitter)
+    try:
+        jitter_f = float(jitter)
+    except (TypeError, ValueError):
+        raise ConfigError(f"poll jitter must be a number, got {jitter!r}") from None
+    if not 0 <= jitter_f < 1:
+        raise ConfigError("poll jitter must be within 0..1 (a fraction of the interval)")
+    config = replace(
+        config,
+        poll_interval=_int(
+            flat.get("poll.interval", config.poll_interval), "poll interval", 1, 7 * 86400
+        ),
+        poll_jitter=jitter_f,
+        limits=Limits(
+            envelope_bytes=_int(
+                flat.get("limits.envelope-bytes", Limits.envelope_bytes), "envelope-bytes", 64
+            ),
+            payload_bytes=_int(
+                flat.get("limits.payload-bytes", Limits.payload_bytes), "payload-bytes", 1
+            ),
+            report_bytes=_int(
+                flat.get("limits.report-bytes", Limits.report_bytes), "report-bytes", 64
+            ),
+        ),
+        access_log=str(flat.get("access-log", "true")).lower() not in ("0", "false", "no", "off"),
+    )
+    cert, key = flat.get("tls.cert"), flat.get("tls.key")
+    if (cert is None) != (key is None):
+        raise ConfigError("TLS needs both a certificate and a key")
+    if cert is not None:
+        config = replace(config, tls_cert=Path(str(cert)), tls_key=Path(str(key)))
+    return config

@@ -1,0 +1,104 @@
+"""Numbered schema migrations; each runs in one transaction (STYLE.md "Async and storage").
+
+Sequence numbers are TEXT (records.sequence_key) because SUIT allows up to 2^64-1.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+
+from sqlite_utils import Database
+
+__all__ = ["MIGRATIONS", "migrate"]
+
+
+def _initial(db: Database) -> None:
+    db.table("tokens").create(
+        {"token_id": str, "token_hash": bytes, "role": str, "scope": str, "label": str,
+         "created_at": float, "revoked_at": float},
+        pk="token_id", not_null={"token_hash", "role", "scope", "created_at"},
+    )  # fmt: skip
+    db.table("tokens").create_index(["token_hash"], unique=True)
+    db.table("vendors").create(
+        {"name": str, "created_at": float}, pk="name", not_null={"created_at"}
+    )
+    db.table("vendor_ids").create(
+        {"vendor_id": str, "vendor": str},
+        pk="vendor_id",
+        foreign_keys=[("vendor", "vendors", "name")],
+    )
+    db.table("anchors").create(
+        {"anchor_id": str, "vendor": str, "kind": str, "algorithms": str, "key_data": bytes,
+         "kid": bytes, "created_at": float},
+        pk="anchor_id", foreign_keys=[("vendor", "vendors", "name")],
+        not_null={"vendor", "kind", "algorithms", "key_data"},
+    )  # fmt: skip
+    db.table("devices").create(
+        {"device_id": str, "vendor": str, "class_id": str, "gateway": str, "keys": str,
+         "created_at": float},
+        pk="device_id", foreign_keys=[("vendor", "vendors", "name")],
+        not_null={"vendor", "class_id", "keys"},
+    )  # fmt: skip
+    db.table("devices").create_index(["gateway"])
+    db.table("releases").create(
+        {"digest": str, "vendor": str, "vendor_id": str, "class_id": str, "target": str,
+         "sequence_key": str, "envelope": bytes, "published": int, "signers": str,
+         "created_at": float, "use_before": int, "version": str, "requires_version": str,
+         "update_priority": int},
+        pk="digest", foreign_keys=[("vendor", "vendors", "name")],
+        not_null={"vendor", "vendor_id", "class_id", "target", "sequence_key", "envelope"},
+    )  # fmt: skip
+    db.table("releases").create_index(
+        ["vendor_id", "class_id", "target", "sequence_key"], unique=True
+    )
+    db.table("releases").create_index(["class_id", "published", "sequence_key"])
+    db.table("release_payloads").create(
+        {"digest": str, "sha256": str}, pk=("digest", "sha256"),
+        foreign_keys=[("digest", "releases", "digest")],
+    )  # fmt: skip
+    db.table("release_payloads").create_index(["sha256"])
+    db.table("payloads").create({"sha256": str, "size": int, "created_at": float}, pk="sha256")
+    db.table("installs").create(
+        {"device_id": str, "target": str, "digest": str, "sequence_key": str, "reported_at": float},
+        pk=("device_id", "target"), foreign_keys=[("device_id", "devices", "device_id")],
+    )  # fmt: skip
+    db.table("reports").create(
+        {"report_id": int, "device_id": str, "digest": str, "success": int, "reason": int,
+         "authenticated_by": str, "records": str, "raw": bytes, "received_at": float},
+        pk="report_id", foreign_keys=[("device_id", "devices", "device_id")],
+    )  # fmt: skip
+    db.table("reports").create_index(["device_id", "received_at"])
+
+
+MIGRATIONS: list[tuple[int, str, Callable[[Database], None]]] = [
+    (1, "initial schema", _initial),
+]
+
+
+def migrate(conn: sqlite3.Connection) -> list[int]:
+    """Apply the migrations not yet applied, each in its own transaction; returns their ids."""
+    db = Database(conn)
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations "
+        "(id INTEGER PRIMARY KEY, name TEXT, applied_at REAL)"
+    )
+    done = {row[0] for row in conn.execute("SELECT id FROM _migrations")}
+    applied = []
+    for number, name, step in MIGRATIONS:
+        if number in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            step(db)
+            conn.execute(
+                "INSERT INTO _migrations (id, name, applied_at) VALUES (?, ?, ?)",
+                (number, name, time.time()),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        applied.append(number)
+    return applied

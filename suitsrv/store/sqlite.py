@@ -1,0 +1,198 @@
+"""The embedded store: one SQLite file (WAL) through sqlite-utils, plus the blob folder.
+
+One writer thread owns the only write connection and runs every write as one BEGIN IMMEDIATE
+transaction; reads run on a small pool of read-only connections. Nothing touches SQLite on the
+event loop (STYLE.md "Async and storage"). ``synchronous=FULL``: a commit that returned is on
+disk, so an acknowledged write survives SIGKILL and power loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlite_utils import Database
+
+from . import queries as q
+from .blobs import BlobStore
+from .migrations import migrate
+from .records import (
+    AnchorRecord,
+    DeviceRecord,
+    InstallRecord,
+    PayloadRecord,
+    ReleaseRecord,
+    ReportRecord,
+    Role,
+    TokenRecord,
+    VendorRecord,
+)
+
+__all__ = ["SqliteStore"]
+
+T = TypeVar("T")
+
+
+def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=True, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    if readonly:
+        conn.execute("PRAGMA query_only=ON")
+    return conn
+
+
+class SqliteStore:
+    """The Store of a data directory (see suitsrv.store.Store for the interface)."""
+
+    def __init__(self, data_dir: Path, *, readers: int = 4) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / "suitsrv.sqlite3"
+        self.blobs = BlobStore(data_dir / "blobs")
+        self._local = threading.local()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="sqlite-reader")
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._writer.submit(self._setup).result()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        conn = self._conn(readonly=False)
+        migrate(conn)
+        self.blobs.clean_temporary()
+
+    def _conn(self, *, readonly: bool) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path, readonly=readonly)
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def _run_write(self, fn: Callable[..., T], *args: Any) -> T:
+        conn = self._conn(readonly=False)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(Database(conn), *args)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return result
+
+    def _run_read(self, fn: Callable[..., T], *args: Any) -> T:
+        return fn(Database(self._conn(readonly=True)), *args)
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(db, *args)`` in one transaction on the writer thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self._run_write, fn, *args)
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(db, *args)`` on a read-only connection off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._run_read, fn, *args)
+
+    def write_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """For the CLI (no event loop): same transaction rules."""
+        return self._writer.submit(self._run_write, fn, *args).result()
+
+    def read_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        return self._readers.submit(self._run_read, fn, *args).result()
+
+    # -- the Store interface (suitsrv.store.Store) ------------------------------------------
+
+    async def add_token(self, token: TokenRecord) -> None:
+        await self.write(q.add_token, token)
+
+    async def token_by_hash(self, token_hash: bytes) -> TokenRecord | None:
+        return await self.read(q.token_by_hash, token_hash)
+
+    async def count_active_tokens(self, role: Role) -> int:
+        return await self.read(q.count_active, role)
+
+    async def revoke_token(self, token_id: str, now: float) -> bool:
+        return await self.write(q.revoke_token, token_id, now)
+
+    async def add_vendor(self, vendor: VendorRecord, anchors: Sequence[AnchorRecord]) -> None:
+        await self.write(q.add_vendor_with_anchors, vendor, anchors)
+
+    async def get_vendor(self, name: str) -> VendorRecord | None:
+        return await self.read(q.get_vendor, name)
+
+    async def list_vendors(self) -> list[VendorRecord]:
+        return await self.read(q.list_vendors)
+
+    async def add_anchor(self, anchor: AnchorRecord) -> None:
+        await self.write(q.add_anchor, anchor)
+
+    async def anchors_for(self, vendor: str) -> list[AnchorRecord]:
+        return await self.read(q.anchors_for, vendor)
+
+    async def vendor_of(self, vendor_id: str) -> str | None:
+        return await self.read(q.vendor_of, vendor_id)
+
+    async def add_device(self, device: DeviceRecord) -> None:
+        await self.write(q.add_device, device)
+
+    async def get_device(self, device_id: str) -> DeviceRecord | None:
+        return await self.read(q.get_device, device_id)
+
+    async def insert_release(self, release: ReleaseRecord) -> tuple[ReleaseRecord, bool]:
+        return await self.write(q.insert_release, release)
+
+    async def get_release(self, digest: str) -> ReleaseRecord | None:
+        return await self.read(q.get_release, digest)
+
+    async def list_releases(
+        self, vendor: str | None, limit: int, after: str | None
+    ) -> list[ReleaseRecord]:
+        return await self.read(q.list_releases, vendor, limit, after)
+
+    async def add_payload(self, payload: PayloadRecord) -> list[str]:
+        return await self.write(q.add_payload, payload)
+
+    async def get_payload(self, sha256: str) -> PayloadRecord | None:
+        return await self.read(q.get_payload, sha256)
+
+    async def payload_vendors(self, sha256: str) -> set[str]:
+        return await self.read(q.payload_vendors, sha256)
+
+    async def payload_classes(self, sha256: str) -> set[tuple[str, str]]:
+        return await self.read(q.payload_classes, sha256)
+
+    async def installs_of(self, device_id: str) -> list[InstallRecord]:
+        return await self.read(q.installs_of, device_id)
+
+    async def update_candidates(
+        self, device: DeviceRecord, now: int, limit: int
+    ) -> list[ReleaseRecord]:
+        return await self.read(q.update_candidates, device, now, limit)
+
+    async def record_report(self, report: ReportRecord, release: ReleaseRecord, raw: bytes) -> int:
+        return await self.write(q.record_report, report, release, raw)
+
+    def close(self) -> None:
+        def _close() -> None:
+            conn = getattr(self._local, "conn", None)
+            if conn is not None:
+                conn.close()
+                self._local.conn = None
+
+        self._writer.submit(_close).result()
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        with self._lock:
+            for conn in self._connections:
+                with contextlib.suppress(sqlite3.ProgrammingError):
+                    conn.close()

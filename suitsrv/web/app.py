@@ -1,0 +1,184 @@
+"""The aiohttp application: routes as a table, one auth gate, one error renderer.
+
+Every route is declared as a ``Route`` with the roles allowed to call it; ``create_app`` wraps
+each handler so authentication and the role check happen before any handler code runs (scope
+checks that depend on the resource stay in the handler). The same table feeds /openapi.json
+and the authorization tests. Every error leaves through ``problem_middleware`` as RFC 9457
+problem+json; handlers never build error bodies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from manifests import ManifestError
+from suitsrv.auth import Principal, authenticate, require
+from suitsrv.config import Config
+from suitsrv.errors import PROBLEM_BASE, Forbidden, ServiceError
+from suitsrv.store import Role, Store
+
+__all__ = [
+    "CLOCK",
+    "CONFIG",
+    "RNG",
+    "STORE",
+    "Handler",
+    "JsonAccessLogger",
+    "Route",
+    "create_app",
+    "json_response",
+    "problem_response",
+]
+
+log = logging.getLogger("suitsrv")
+
+CONFIG = web.AppKey("config", Config)
+STORE = web.AppKey("store", Store)
+CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
+RNG = web.AppKey("rng", random.Random)
+
+Handler = Callable[[web.Request, Principal | None], Awaitable[web.StreamResponse]]
+
+PROBLEM_JSON = "application/problem+json"
+
+
+@dataclass(frozen=True)
+class Route:
+    """One endpoint: method, path, handler, who may call it, and what /openapi.json says."""
+
+    method: str
+    path: str
+    handler: Handler
+    roles: frozenset[Role] | None  # None: public, no credentials
+    summary: str
+    tag: str
+    request_type: str | None = None
+    responses: dict[int, str] = field(default_factory=dict)
+    parameters: tuple[str, ...] = ()
+
+
+ROUTES: web.AppKey[tuple[Route, ...]] = web.AppKey("routes")
+
+
+def problem_response(
+    status: int, type_: str, title: str, detail: str, headers: dict[str, str] | None = None,
+    **extensions: object,
+) -> web.Response:  # fmt: skip
+    body: dict[str, Any] = {"type": type_, "title": title, "status": status, "detail": detail}
+    body.update(extensions)
+    return web.Response(
+        status=status,
+        text=json.dumps(body),
+        content_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def json_response(
+    data: object, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status, text=json.dumps(data), content_type="application/json", headers=headers
+    )
+
+
+@web.middleware
+async def problem_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ServiceError as exc:
+        return problem_response(
+            exc.status, exc.problem_type, exc.title, exc.detail, exc.headers, **exc.extensions
+        )
+    except ManifestError as exc:
+        title = type(exc).__name__.removesuffix("Error").replace("Decode", "Malformed input")
+        return problem_response(exc.status, exc.problem_type, title, str(exc))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+        detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        return problem_response(
+            exc.status, f"{PROBLEM_BASE}http-{exc.status}", exc.reason, detail, headers
+        )
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return problem_response(
+            500, f"{PROBLEM_BASE}internal-error", "Internal error", "the server failed; see its log"
+        )
+
+
+def _guard(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        principal = None
+        if route.roles is not None:
+            principal = await authenticate(request.app[STORE], request.headers.get("Authorization"))
+            require(principal, *route.roles)
+        return await route.handler(request, principal)
+
+    handle.__name__ = route.handler.__name__
+    return handle
+
+
+def principal_of(principal: Principal | None) -> Principal:
+    """The caller of a route that requires credentials (the guard has checked them)."""
+    if principal is None:
+        raise Forbidden("credentials required")
+    return principal
+
+
+class JsonAccessLogger(AbstractAccessLogger):
+    """One JSON object per request (no tokens, no bodies)."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            json.dumps(
+                {
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status,
+                    "bytes": response.body_length,
+                    "ms": round(time * 1000, 2),
+                    "remote": request.remote,
+                }
+            )
+        )
+
+
+def create_app(
+    config: Config,
+    store: Store,
+    *,
+    routes: Iterable[Route] | None = None,
+    clock: Callable[[], float] = time.time,
+    rng: random.Random | None = None,
+) -> web.Application:
+    """The service's aiohttp application over ``store``."""
+    if routes is None:
+        from suitsrv.web.routes import all_routes
+
+        routes = all_routes()
+    table = tuple(routes)
+    app = web.Application(
+        middlewares=[problem_middleware],
+        client_max_size=max(config.limits.envelope_bytes, config.limits.report_bytes) + 1024,
+    )
+    app[CONFIG] = config
+    app[STORE] = store
+    app[CLOCK] = clock
+    app[RNG] = rng or random.Random()  # noqa: S311 - poll jitter, not security
+    app[ROUTES] = table
+    for route in table:
+        app.router.add_route(route.method, route.path, _guard(route))
+    return app

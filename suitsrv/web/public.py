@@ -1,0 +1,74 @@
+"""Public endpoints: health and the OpenAPI 3.1 description generated from the route table."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+
+from suitsrv import __version__
+from suitsrv.auth import Principal
+
+from .app import ROUTES, Route, json_response
+
+__all__ = ["openapi_document", "routes"]
+
+
+async def healthz(request: web.Request, principal: Principal | None) -> web.StreamResponse:
+    return json_response({"status": "ok", "version": __version__})
+
+
+def _operation_id(route: Route) -> str:
+    words = re.sub(r"[^a-z0-9]+", "_", route.path.lower()).strip("_")
+    return f"{route.method.lower()}_{words}"
+
+
+def openapi_document(table: tuple[Route, ...]) -> dict[str, Any]:
+    """OpenAPI 3.1 from the same Route table the app is built from, so they cannot drift."""
+    paths: dict[str, dict[str, Any]] = {}
+    for route in table:
+        operation: dict[str, Any] = {
+            "summary": route.summary,
+            "tags": [route.tag],
+            "operationId": _operation_id(route),
+            "responses": {
+                str(code): {
+                    "description": text,
+                    **({"content": {"application/problem+json": {}}} if code >= 400 else {}),
+                }
+                for code, text in (route.responses or {200: "ok"}).items()
+            },
+        }
+        if route.roles is not None:
+            operation["security"] = [{"bearer": []}]
+            operation["x-roles"] = sorted(str(r) for r in route.roles)
+            operation["responses"].setdefault("401", {"description": "no or bad credentials"})
+            operation["responses"].setdefault("403", {"description": "role not allowed"})
+        if route.parameters:
+            operation["parameters"] = [
+                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                for p in route.parameters
+            ]
+        if route.request_type:
+            operation["requestBody"] = {"required": True, "content": {route.request_type: {}}}
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "suitsrv", "version": __version__,
+                 "description": "Firmware updates (IETF SUIT) and remote attestation (IETF RATS)"},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "paths": paths,
+    }  # fmt: skip
+
+
+async def openapi(request: web.Request, principal: Principal | None) -> web.StreamResponse:
+    return json_response(openapi_document(request.app[ROUTES]))
+
+
+def routes() -> list[Route]:
+    return [
+        Route("GET", "/healthz", healthz, None, "Liveness", "public", responses={200: "ok"}),
+        Route("GET", "/openapi.json", openapi, None, "This API's OpenAPI 3.1 description",
+              "public", responses={200: "OpenAPI document"}),
+    ]  # fmt: skip
