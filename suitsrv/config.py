@@ -72,7 +72,8 @@ class Config:
         if self.public_base_url:
             return self.public_base_url.rstrip("/")
         scheme = "https" if self.tls_cert else "http"
-        return f"{scheme}://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
 
 
 _FILE_KEYS: Final = {"data-dir", "listen", "public-base-url", "limits", "poll", "tls", "access-log"}
