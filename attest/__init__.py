@@ -1,7 +1,8 @@
 """The RATS verifier ring: TPM quotes, event logs, EAT/PSA evidence, EAR results.
 
 Pure and synchronous: bytes and values in, values out or a typed error (DESIGN.md).
-Built in the attestation issue; nothing lives here yet.
 """
 
-__all__: list[str] = []
+from .errors import AttestError, DecodeError, FreshnessError, UnsupportedError, VerificationError
+
+__all__ = ["AttestError", "DecodeError", "FreshnessError", "UnsupportedError", "VerificationError"]
