@@ -8,10 +8,12 @@ is first walked here byte by byte and refused unless it is
 * exactly one data item, with no trailing bytes (RFC 8949 §5.1 "well-formed");
 * in preferred serialization: shortest integer and length heads, definite lengths only
   (RFC 8949 §4.1, §4.2.1 first two rules);
-* free of duplicate map keys (RFC 8949 §5.6);
+* free of duplicate map keys (RFC 8949 §5.6) and of boolean map keys (no SUIT or COSE CDDL
+  uses them, and Python would read ``true`` as the key ``1``);
 * built only from integers, byte and text strings, arrays, maps, false/true/null and the
   tags SUIT and COSE use (no floats, no undefined, no other simple values);
-* no deeper than ``max_depth`` and no longer than ``max_size``;
+* no deeper than ``max_depth``, no longer than ``max_size`` and of at most ``max_items`` data
+  items (a bound on the work done before anything is authenticated);
 * when ``canonical``: every map's keys in the bytewise lexicographic order of their
   encodings (RFC 8949 §4.2.1; manifest-37 §8.1 "canonical CBOR ordering").
 
@@ -30,6 +32,7 @@ from .errors import DecodeError
 __all__ = ["MAX_DEPTH", "Tag", "dumps", "loads", "wrap_bstr"]
 
 MAX_DEPTH: Final = 24
+MAX_ITEMS: Final = 65_536
 #: Tags that may appear anywhere in SUIT/COSE data handled by this ring.
 #: 16/17/18 COSE_Encrypt0/Mac0/Sign1, 96/97/98 COSE_Encrypt/Mac/Sign (RFC 9052 §2),
 #: 107/1070 SUIT_Envelope/SUIT_Manifest (manifest-37 §11), 111/112 OID/relative OID
@@ -56,8 +59,13 @@ def loads(
     canonical: bool = True,
     max_size: int = 1 << 24,
     max_depth: int = MAX_DEPTH,
+    max_items: int = MAX_ITEMS,
+    extra_tags: frozenset[int] = frozenset(),
 ) -> object:
-    """Decode exactly one strictly encoded CBOR item; ``what`` names it in error messages."""
+    """Decode exactly one strictly encoded CBOR item; ``what`` names it in error messages.
+
+    ``extra_tags`` admits tags beyond the SUIT/COSE set where a foreign document allows them
+    (dates #6.1 and UUIDs #6.37 in update-management component metadata and CoSWID)."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise DecodeError(f"{what}: expected bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -65,7 +73,8 @@ def loads(
         raise DecodeError(f"{what}: empty input")
     if len(data) > max_size:
         raise DecodeError(f"{what}: {len(data)} bytes exceeds the limit of {max_size}")
-    end = _Walker(data, what, canonical, max_depth).item(0, 0)
+    walker = _Walker(data, what, canonical, max_depth, max_items, _ALLOWED_TAGS | extra_tags)
+    end = walker.item(0, 0)
     if end != len(data):
         raise DecodeError(f"{what}: {len(data) - end} trailing byte(s) after the CBOR item")
     try:
@@ -77,14 +86,24 @@ def loads(
 class _Walker:
     """Checks well-formedness and the strict rules without building values."""
 
-    __slots__ = ("canonical", "data", "max_depth", "n", "what")
+    __slots__ = ("budget", "canonical", "data", "max_depth", "n", "tags", "what")
 
-    def __init__(self, data: bytes, what: str, canonical: bool, max_depth: int) -> None:
+    def __init__(  # noqa: PLR0917 - private, called from one place
+        self,
+        data: bytes,
+        what: str,
+        canonical: bool,
+        max_depth: int,
+        max_items: int,
+        tags: frozenset[int],
+    ) -> None:
         self.data = data
         self.n = len(data)
         self.what = what
         self.canonical = canonical
         self.max_depth = max_depth
+        self.budget = max_items
+        self.tags = tags
 
     def fail(self, pos: int, msg: str) -> DecodeError:
         return DecodeError(f"{self.what}: {msg} at byte {pos}")
@@ -114,6 +133,9 @@ class _Walker:
     def item(self, pos: int, depth: int) -> int:
         if depth > self.max_depth:
             raise self.fail(pos, f"nesting deeper than {self.max_depth}")
+        self.budget -= 1
+        if self.budget < 0:
+            raise self.fail(pos, "too many data items")
         major, ai, arg, pos2 = self.head(pos)
         if major <= 1:
             return pos2
@@ -131,7 +153,7 @@ class _Walker:
         if major == 5:
             return self.map(pos, pos2, arg, depth)
         if major == 6:
-            if arg not in _ALLOWED_TAGS:
+            if arg not in self.tags:
                 raise self.fail(pos, f"CBOR tag {arg} is not allowed here")
             return self.item(pos2, depth + 1)
         if ai in (20, 21, 22):  # false, true, null
@@ -147,6 +169,8 @@ class _Walker:
         prev = b""
         seen: set[bytes] = set()
         for i in range(count):
+            if pos < self.n and data[pos] in (0xF4, 0xF5):
+                raise self.fail(pos, "boolean map key")
             kend = self.item(pos, depth + 1)
             key = data[pos:kend]
             if self.canonical:
@@ -166,11 +190,13 @@ def _sorted_for_encoding(obj: object) -> object:
     """Deep copy with map keys in RFC 8949 §4.2.1 order (cbor2's canonical=True sorts
     length-first, the RFC 7049 rule, which differs for e.g. keys 24 and -1)."""
     if isinstance(obj, dict):
-        items = [(cbor2.dumps(k), k, _sorted_for_encoding(v)) for k, v in obj.items()]
-        items.sort(key=lambda t: t[0])
-        return {k: v for _, k, v in items}
-    if isinstance(obj, list | tuple):
+        items = [(_sorted_for_encoding(k), _sorted_for_encoding(v)) for k, v in obj.items()]
+        keyed = sorted(((cbor2.dumps(k), k, v) for k, v in items), key=lambda t: t[0])
+        return {k: v for _, k, v in keyed}
+    if isinstance(obj, list):
         return [_sorted_for_encoding(v) for v in obj]
+    if isinstance(obj, tuple):  # map keys must stay hashable; cbor2 encodes tuples as arrays
+        return tuple(_sorted_for_encoding(v) for v in obj)
     if isinstance(obj, Tag):
         return cbor2.CBORTag(obj.number, _sorted_for_encoding(obj.value))
     return obj

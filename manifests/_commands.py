@@ -20,13 +20,13 @@ import uuid
 from typing import Final
 
 from . import _cbor
+from .cose import parse_encryption_info
 from .digest import parse_digest
 from .errors import DecodeError, UnsupportedError
 from .model import (
     CommandSequence,
     CopyParams,
     CustomCommand,
-    EncryptionInfo,
     OverrideMultiple,
     Parameters,
     Pen,
@@ -70,10 +70,13 @@ _POLICY_COMMANDS: Final = frozenset(
         Command.UNLINK,
     }
 )
-#: Directives that act on components; a shared sequence only checks conditions and sets
-#: parameters (manifest-37 §8.4.5 SUIT_Shared_Commands).
+#: Directives a shared sequence may not hold: SUIT_Shared_Commands (manifest-37 §8.4.5) are
+#: only set-component-index, run-sequence, try-each and override-parameters.
 _ACTIONS: Final = frozenset(
     {
+        Command.SET_PARAMETERS,
+        Command.OVERRIDE_MULTIPLE,
+        Command.COPY_PARAMS,
         Command.WRITE,
         Command.FETCH,
         Command.COPY,
@@ -85,6 +88,8 @@ _ACTIONS: Final = frozenset(
     }
 )
 _MAX_NESTING: Final = 8
+#: Tags of foreign documents embedded in manifests: dates (#6.1) and UUIDs (#6.37).
+_FOREIGN_TAGS: Final = frozenset({1, 37})
 
 
 def _is_int(value: object) -> bool:
@@ -129,60 +134,21 @@ def _version_match(raw: bytes) -> VersionMatch:
     if not isinstance(value, list) or len(value) != 2:
         raise DecodeError("suit-parameter-version must be [comparison-type, [+int]]")
     try:
+        if not _is_int(value[0]):
+            raise ValueError
         comparison = VersionComparison(value[0])
     except ValueError:
         raise DecodeError(f"unknown version comparison type {value[0]!r}") from None
     return VersionMatch(comparison, _int_list(value[1], "version comparison value"))
 
 
-def _int_keyed_map(raw: bytes, what: str) -> dict[int, object]:
-    value = _cbor.loads(raw, what=what)
+def _int_keyed_map(
+    raw: bytes, what: str, extra_tags: frozenset[int] = frozenset()
+) -> dict[int, object]:
+    value = _cbor.loads(raw, what=what, extra_tags=extra_tags)
     if not isinstance(value, dict) or not all(_is_int(k) for k in value):
         raise DecodeError(f"{what} must be a map with integer keys")
     return value
-
-
-def parse_encryption_info(raw: bytes) -> EncryptionInfo:
-    """SUIT_Encryption_Info = #6.96(COSE_Encrypt) (firmware-encryption-26 §5, RFC 9052 §5.1):
-    ``[protected, unprotected, ciphertext (nil: detached), [+ COSE_recipient]]``."""
-    value = _cbor.loads(raw, what="encryption-info", canonical=False)
-    if not isinstance(value, _cbor.Tag) or value.number != 96:
-        raise DecodeError("encryption-info must be a tagged COSE_Encrypt (#6.96)")
-    body = value.value
-    if not isinstance(body, list) or len(body) != 4:
-        raise DecodeError("COSE_Encrypt must be an array of 4 elements")
-    protected, unprotected, ciphertext, recipients = body
-    # An empty protected bstr stands for no protected headers (RFC 9052 §3); AES-CTR, not
-    # being an AEAD, must have none (RFC 9459 §4).
-    prot = _bytes(protected, "protected header")
-    headers = _int_keyed_map(prot, "protected header") if prot else {}
-    if not isinstance(unprotected, dict):
-        raise DecodeError("COSE_Encrypt unprotected header must be a map")
-    if ciphertext is not None:
-        raise DecodeError("SUIT encryption-info must have a detached (nil) ciphertext")
-    alg = headers.get(1, unprotected.get(1))
-    if not _is_int(alg):
-        raise DecodeError("COSE_Encrypt has no integer content algorithm")
-    if not isinstance(recipients, list) or not recipients:
-        raise DecodeError("COSE_Encrypt needs at least one recipient")
-    algs: list[int] = []
-    kids: list[bytes | None] = []
-    for recipient in recipients:
-        if not isinstance(recipient, list) or len(recipient) not in (3, 4):
-            raise DecodeError("COSE_recipient must be an array of 3 or 4 elements")
-        r_prot = recipient[0]
-        r_unprot = recipient[1]
-        r_prot = _bytes(r_prot, "recipient protected header")
-        r_headers = _int_keyed_map(r_prot, "recipient protected header") if r_prot else {}
-        if not isinstance(r_unprot, dict):
-            raise DecodeError("COSE_recipient unprotected header must be a map")
-        r_alg = r_headers.get(1, r_unprot.get(1))
-        if not _is_int(r_alg):
-            raise DecodeError("COSE_recipient has no integer algorithm")
-        kid = r_unprot.get(4, r_headers.get(4))
-        algs.append(r_alg)  # type: ignore[arg-type]
-        kids.append(kid if isinstance(kid, bytes) else None)
-    return EncryptionInfo(raw, alg, tuple(algs), tuple(kids))  # type: ignore[arg-type]
 
 
 def _digest_param(value: object) -> object:
@@ -216,7 +182,10 @@ _PARAMETERS: Final = {
     Parameter.WAIT_INFO: ("wait_info", lambda v: _int_keyed_map(_bytes(v, "wait-info"), "wait")),
     Parameter.COMPONENT_METADATA: (
         "component_metadata",
-        lambda v: _int_keyed_map(_bytes(v, "component-metadata"), "component-metadata"),
+        # update-management-12 §6.9: times are #6.1(uint), actor ids may be #6.37(bstr) UUIDs.
+        lambda v: _int_keyed_map(
+            _bytes(v, "component-metadata"), "component-metadata", _FOREIGN_TAGS
+        ),
     ),
 }
 
@@ -300,6 +269,10 @@ def parse_sequence(
 
 def _step(number: int, arg: object, *, what: str, shared: bool, depth: int) -> Step:
     if number < 0:
+        if shared:
+            raise DecodeError(
+                f"{what}: custom command {number} is not allowed in a shared sequence"
+            )
         if not (arg is None or isinstance(arg, bytes | str) or _is_int(arg)):
             raise DecodeError(f"{what}: custom command {number} argument must be bstr/tstr/int/nil")
         return CustomCommand(number, arg)  # type: ignore[arg-type]

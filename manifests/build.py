@@ -127,8 +127,9 @@ def _text(spec: ManifestSpec) -> dict[object, object]:
             ctext[TextComponentKey.MODEL_NAME] = spec.class_name
         if component.description:
             ctext[TextComponentKey.COMPONENT_DESCRIPTION] = component.description
-        if spec.version:
-            ctext[TextComponentKey.COMPONENT_VERSION] = ".".join(str(v) for v in spec.version)
+        if spec.version_text or spec.version:
+            shown = spec.version_text or ".".join(str(v) for v in spec.version or ())
+            ctext[TextComponentKey.COMPONENT_VERSION] = shown
         if ctext:
             lmap[component.component_id] = {int(k): v for k, v in ctext.items()}
     return {spec.language: lmap} if lmap else {}

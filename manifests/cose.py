@@ -29,6 +29,7 @@ __all__ = [
     "Algorithm",
     "CoseKind",
     "CoseMessage",
+    "EncryptionInfo",
     "SigningKey",
     "TrustAnchor",
     "anchor_from_cose_key",
@@ -38,6 +39,7 @@ __all__ = [
     "hmac_signing_key",
     "mac0",
     "parse_cose",
+    "parse_encryption_info",
     "private_pem",
     "public_pem",
     "sign1",
@@ -291,8 +293,10 @@ def parse_cose(data: bytes, *, what: str = "COSE message") -> CoseMessage:
     if not isinstance(protected, bytes):
         raise DecodeError(f"{what}: protected header must be a byte string")
     phdr: dict[int, object] = {}
-    if protected:  # signed, so canonical: it must read one way only
-        phdr = _header_map(_cbor.loads(protected, what=f"{what} protected header"), what)
+    if protected:  # RFC 9052 §3 asks no canonical order; duplicates are refused by _cbor
+        phdr = _header_map(
+            _cbor.loads(protected, what=f"{what} protected header", canonical=False), what
+        )
     uhdr = _header_map(unprotected, what)
     if _ALG in uhdr:
         raise DecodeError(f"{what}: algorithm must not be in the unprotected header")
@@ -398,3 +402,76 @@ def sign1(payload: bytes, key: SigningKey, *, detached: bool, external_aad: byte
 def mac0(payload: bytes, key: SigningKey, *, detached: bool, external_aad: bytes = b"") -> bytes:
     """A tagged COSE_Mac0 (#6.17) over ``payload`` with HMAC 256/256."""
     return _seal(CoseKind.MAC0, payload, key, detached, external_aad)
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptionInfo:
+    """SUIT_Encryption_Info = ``#6.96(COSE_Encrypt)`` with a detached ciphertext
+    (firmware-encryption-26 §5). Kept as received; the summary fields are for display."""
+
+    raw: bytes
+    content_algorithm: int
+    recipient_algorithms: tuple[int, ...]
+    recipient_kids: tuple[bytes | None, ...]
+
+
+def _bstr(value: object, what: str) -> bytes:
+    if not isinstance(value, bytes):
+        raise DecodeError(f"{what} must be a byte string")
+    return value
+
+
+def _is_label_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _encryption_headers(raw: bytes, what: str) -> dict[int, object]:
+    value = _cbor.loads(raw, what=what)
+    if not isinstance(value, dict) or not all(_is_label_int(k) for k in value):
+        raise DecodeError(f"{what} must be a map with integer labels")
+    return value
+
+
+def parse_encryption_info(raw: bytes) -> EncryptionInfo:
+    """SUIT_Encryption_Info = #6.96(COSE_Encrypt) (firmware-encryption-26 §5, RFC 9052 §5.1):
+    ``[protected, unprotected, ciphertext (nil: detached), [+ COSE_recipient]]``."""
+    # Written by COSE libraries (the ES-DH examples of encryption-26 are not canonical): strict
+    # CBOR without the canonical-order rule (ADR 0003).
+    value = _cbor.loads(raw, what="encryption-info", canonical=False)
+    if not isinstance(value, _cbor.Tag) or value.number != 96:
+        raise DecodeError("encryption-info must be a tagged COSE_Encrypt (#6.96)")
+    body = value.value
+    if not isinstance(body, list) or len(body) != 4:
+        raise DecodeError("COSE_Encrypt must be an array of 4 elements")
+    protected, unprotected, ciphertext, recipients = body
+    # An empty protected bstr stands for no protected headers (RFC 9052 §3); AES-CTR, not
+    # being an AEAD, must have none (RFC 9459 §4).
+    prot = _bstr(protected, "protected header")
+    headers = _encryption_headers(prot, "protected header") if prot else {}
+    if not isinstance(unprotected, dict):
+        raise DecodeError("COSE_Encrypt unprotected header must be a map")
+    if ciphertext is not None:
+        raise DecodeError("SUIT encryption-info must have a detached (nil) ciphertext")
+    alg = headers.get(1, unprotected.get(1))
+    if not _is_label_int(alg):
+        raise DecodeError("COSE_Encrypt has no integer content algorithm")
+    if not isinstance(recipients, list) or not recipients:
+        raise DecodeError("COSE_Encrypt needs at least one recipient")
+    algs: list[int] = []
+    kids: list[bytes | None] = []
+    for recipient in recipients:
+        if not isinstance(recipient, list) or len(recipient) not in (3, 4):
+            raise DecodeError("COSE_recipient must be an array of 3 or 4 elements")
+        r_prot = recipient[0]
+        r_unprot = recipient[1]
+        r_prot = _bstr(r_prot, "recipient protected header")
+        r_headers = _encryption_headers(r_prot, "recipient protected header") if r_prot else {}
+        if not isinstance(r_unprot, dict):
+            raise DecodeError("COSE_recipient unprotected header must be a map")
+        r_alg = r_headers.get(1, r_unprot.get(1))
+        if not _is_label_int(r_alg):
+            raise DecodeError("COSE_recipient has no integer algorithm")
+        kid = r_unprot.get(4, r_headers.get(4))
+        algs.append(r_alg)  # type: ignore[arg-type]
+        kids.append(kid if isinstance(kid, bytes) else None)
+    return EncryptionInfo(raw, alg, tuple(algs), tuple(kids))  # type: ignore[arg-type]

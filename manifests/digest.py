@@ -58,10 +58,12 @@ class Digest:
 
 
 def parse_digest(obj: object, what: str) -> Digest:
-    """SUIT_Digest from its decoded CBOR value (extensions after the bytes are refused)."""
-    if not isinstance(obj, list) or len(obj) != 2:
-        raise DecodeError(f"{what}: SUIT_Digest must be [algorithm-id, digest-bytes]")
-    alg, value = obj
+    """SUIT_Digest from its decoded CBOR value. Trailing ``$$SUIT_Digest-extensions`` are
+    allowed by the CDDL and ignored here: matching uses the algorithm and the bytes, and the
+    digest's received encoding is what gets signed and compared (never a re-encoding)."""
+    if not isinstance(obj, list) or len(obj) < 2:
+        raise DecodeError(f"{what}: SUIT_Digest must be [algorithm-id, digest-bytes, *ext]")
+    alg, value = obj[0], obj[1]
     if not isinstance(alg, int) or isinstance(alg, bool):
         raise DecodeError(f"{what}: digest algorithm-id must be an integer")
     try:

@@ -10,13 +10,10 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntFlag
-from typing import TYPE_CHECKING
 
+from .cose import CoseMessage, EncryptionInfo
 from .digest import Digest
 from .numbers import Command, ManifestKey, VersionComparison
-
-if TYPE_CHECKING:
-    from .cose import CoseMessage
 
 __all__ = [
     "CommandSequence",
@@ -63,17 +60,6 @@ class VersionMatch:
 
     comparison: VersionComparison
     version: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class EncryptionInfo:
-    """SUIT_Encryption_Info = ``#6.96(COSE_Encrypt)`` with a detached ciphertext
-    (firmware-encryption-26 §5). Kept as received; the summary fields are for display."""
-
-    raw: bytes
-    content_algorithm: int
-    recipient_algorithms: tuple[int, ...]
-    recipient_kids: tuple[bytes | None, ...]
 
 
 @dataclass(frozen=True)
@@ -268,3 +254,5 @@ class Envelope:
     auth_wrapper_raw: bytes = b""
     #: The encoded SUIT_Digest as received: the detached COSE payload (manifest-37 §8.3).
     digest_raw: bytes = b""
+    #: Authentication blocks that could not be read, with the reason (never trusted).
+    unparsed_blocks: tuple[str, ...] = ()

@@ -21,6 +21,7 @@ Appendix A; trust-domains-12 §5; update-management-12 §5)::
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Final
 
 from . import _cbor
@@ -28,8 +29,9 @@ from ._commands import parse_sequence
 from .cose import CoseMessage, parse_cose
 from .digest import Digest, parse_digest
 from .errors import DecodeError, UnsupportedError
-from .model import CommandSequence, Common, ComponentId, Envelope, Manifest, TextMap
+from .model import Common, ComponentId, Envelope, Manifest, TextMap
 from .numbers import COMMAND_SEQUENCES, SEVERABLE, CommonKey, EnvelopeKey, ManifestKey
+from .summary import integrated_uris
 
 __all__ = ["MAX_ENVELOPE_SIZE", "parse_envelope", "parse_manifest"]
 
@@ -37,6 +39,8 @@ MAX_ENVELOPE_SIZE: Final = 16 * 1024 * 1024
 _MAX_AUTH_BLOCKS: Final = 8
 _MAX_DEPENDENCY_DEPTH: Final = 4
 _TAG_ENVELOPE: Final = 107
+_COSWID_TAGS: Final = frozenset({1, 37})  # RFC 9393 dates and UUIDs
+_LTAG: Final = re.compile(r"[a-zA-Z]{1,8}(-[a-zA-Z0-9]{1,8})*")  # manifest-37 tag38-ltag
 _TAG_MANIFEST: Final = 1070
 
 # Pre-draft-28 numbering (manifest-spec history; notes/suit-spec.md §1.1): these keys are
@@ -111,8 +115,8 @@ def _parse_text(raw: bytes) -> TextMap:
     languages: dict[str, dict[int, str]] = {}
     components: dict[str, dict[ComponentId, dict[int, str]]] = {}
     for lang, lmap in value.items():
-        if not isinstance(lang, str) or not isinstance(lmap, dict):
-            raise DecodeError("suit-text must map language tags (tstr) to text maps")
+        if not isinstance(lang, str) or not isinstance(lmap, dict) or not _LTAG.fullmatch(lang):
+            raise DecodeError("suit-text must map language tags (tag38-ltag) to text maps")
         keys: dict[int, str] = {}
         per_component: dict[ComponentId, dict[int, str]] = {}
         for key, item in lmap.items():
@@ -139,7 +143,7 @@ def _parse_member(key: ManifestKey, raw: bytes) -> object:
         return _parse_text(raw)
     # suit-coswid: bstr .cbor concise-swid-tag (RFC 9393), a document of its own kept as bytes:
     # strict CBOR, but its map order is CoSWID's business (libcsuit expU2 is not canonical).
-    if not isinstance(_cbor.loads(raw, what=what, canonical=False), dict):
+    if not isinstance(_cbor.loads(raw, what=what, canonical=False, extra_tags=_COSWID_TAGS), dict):
         raise DecodeError("suit-coswid must be a CoSWID map")
     return raw
 
@@ -211,7 +215,9 @@ def parse_manifest(raw: bytes) -> Manifest:
     )
 
 
-def _parse_auth_wrapper(raw: bytes) -> tuple[bytes, Digest, tuple[CoseMessage, ...]]:
+def _parse_auth_wrapper(
+    raw: bytes,
+) -> tuple[bytes, Digest, tuple[CoseMessage, ...], tuple[str, ...]]:
     value = _cbor.loads(raw, what="suit-authentication-wrapper")
     if not isinstance(value, list) or not value:
         raise DecodeError("suit-authentication-wrapper must be a non-empty array")
@@ -220,18 +226,21 @@ def _parse_auth_wrapper(raw: bytes) -> tuple[bytes, Digest, tuple[CoseMessage, .
     digest = parse_digest(_cbor.loads(value[0], what="manifest digest"), "manifest digest")
     if len(value) - 1 > _MAX_AUTH_BLOCKS:
         raise DecodeError(f"more than {_MAX_AUTH_BLOCKS} authentication blocks")
-    blocks = tuple(
-        parse_cose(item, what=f"authentication block {i}") for i, item in enumerate(value[1:], 1)
-    )
-    return value[0], digest, blocks
+    # A block we cannot read (COSE_Sign, a critical header, another tool's quirk) does not make
+    # the envelope unreadable: verification reports it and relies on the others (ADR 0002).
+    blocks: list[CoseMessage] = []
+    unparsed: list[str] = []
+    for i, item in enumerate(value[1:], 1):
+        try:
+            blocks.append(parse_cose(item, what=f"authentication block {i}"))
+        except DecodeError as exc:
+            unparsed.append(str(exc))
+    return value[0], digest, tuple(blocks), tuple(unparsed)
 
 
-def _looks_like_envelope(data: bytes) -> bool:
-    # An integrated dependency is a full envelope under a tstr key (trust-domains-12 §5.7);
-    # an integrated payload is opaque bytes. Tag 107, or a map whose first key is 2 with a bstr.
-    return data[:2] == b"\xd8\x6b" or (
-        len(data) > 2 and 0xA2 <= data[0] <= 0xB7 and data[1] == 0x02
-    )
+def _may_be_envelope(data: bytes) -> bool:
+    # Tag 107, or any definite-length map (the outer map's key order is free, ADR 0003).
+    return data[:2] == b"\xd8\x6b" or (len(data) > 1 and 0xA0 <= data[0] <= 0xBB)
 
 
 def parse_envelope(data: bytes, *, max_size: int = MAX_ENVELOPE_SIZE) -> Envelope:
@@ -245,6 +254,12 @@ def parse_envelope(data: bytes, *, max_size: int = MAX_ENVELOPE_SIZE) -> Envelop
 def _parse_envelope(data: bytes, max_size: int, depth: int) -> Envelope:
     # The outer map need not be in canonical order: integrated payloads sit before key 3 in
     # published TEEP vectors (libcsuit expI). Everything signed is checked canonically.
+    if data[:3] == b"\xd9\x04\x2e":
+        raise DecodeError(
+            "a bare SUIT_Manifest (tag 1070) is not an envelope: it has no authentication"
+        )
+    if not _may_be_envelope(data):
+        raise DecodeError("not a SUIT_Envelope: expected tag 107 or a map")
     value = _cbor.loads(data, what="SUIT_Envelope", canonical=False, max_size=max_size)
     tagged = isinstance(value, _cbor.Tag)
     if isinstance(value, _cbor.Tag):
@@ -263,8 +278,14 @@ def _parse_envelope(data: bytes, max_size: int, depth: int) -> Envelope:
         raise DecodeError("suit-authentication-wrapper (2) is missing or not a bstr")
     if not isinstance(manifest_raw, bytes):
         raise DecodeError("suit-manifest (3) is missing or not a bstr")
-    digest_raw, digest, blocks = _parse_auth_wrapper(auth_raw)
+    digest_raw, digest, blocks, unparsed = _parse_auth_wrapper(auth_raw)
     manifest = parse_manifest(manifest_raw)
+    # Integrated dependencies (trust-domains-12 §5.7) are the "#key" entries the manifest names
+    # for a component listed in suit-dependencies: they must be envelopes. Any other entry that
+    # parses as an envelope is verified as one too, so a dependency cannot slip through as an
+    # opaque payload; the rest are integrated payloads (manifest-37 §7.6).
+    uris = integrated_uris(manifest)
+    declared = {u for index in manifest.common.dependencies for u in uris.get(index, ())}
     members: dict[ManifestKey, bytes] = {}
     payloads: dict[str, bytes] = {}
     dependencies: dict[str, Envelope] = {}
@@ -275,17 +296,11 @@ def _parse_envelope(data: bytes, max_size: int, depth: int) -> Envelope:
         if isinstance(key, str):
             if not isinstance(item, bytes):
                 raise DecodeError(f"integrated payload {key!r} must be a bstr")
-            if _looks_like_envelope(item):
-                if depth >= _MAX_DEPENDENCY_DEPTH:
-                    raise DecodeError(
-                        f"integrated dependencies nested deeper than {_MAX_DEPENDENCY_DEPTH}"
-                    )
-                try:
-                    dependencies[key] = _parse_envelope(item, max_size, depth + 1)
-                except DecodeError as exc:
-                    raise type(exc)(f"integrated dependency {key!r}: {exc}") from exc
-            else:
+            dependency = _dependency(key, item, key in declared, max_size, depth)
+            if dependency is None:
                 payloads[key] = item
+            else:
+                dependencies[key] = dependency
             continue
         if not isinstance(key, int) or isinstance(key, bool) or key not in SEVERABLE:
             raise UnsupportedError(f"unknown SUIT_Envelope key {key!r}")
@@ -312,10 +327,20 @@ def _parse_envelope(data: bytes, max_size: int, depth: int) -> Envelope:
         integrated_dependencies=dependencies,
         auth_wrapper_raw=auth_raw,
         digest_raw=digest_raw,
+        unparsed_blocks=unparsed,
     )
 
 
-def sequence_of(manifest: Manifest, key: ManifestKey) -> CommandSequence | None:
-    """The command sequence held under ``key``, inline or re-attached."""
-    value = getattr(manifest, _FIELD_OF[key]) if key in _FIELD_OF else None
-    return value if isinstance(value, CommandSequence) else None
+def _dependency(
+    key: str, item: bytes, declared: bool, max_size: int, depth: int
+) -> Envelope | None:
+    if not declared and not _may_be_envelope(item):
+        return None
+    if depth >= _MAX_DEPENDENCY_DEPTH:
+        raise DecodeError(f"integrated dependencies nested deeper than {_MAX_DEPENDENCY_DEPTH}")
+    try:
+        return _parse_envelope(item, max_size, depth + 1)
+    except DecodeError as exc:
+        if declared:
+            raise type(exc)(f"integrated dependency {key!r}: {exc}") from exc
+        return None

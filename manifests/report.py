@@ -369,7 +369,8 @@ def build_report(
     if nonce is not None:
         report[ReportKey.NONCE] = nonce
     if not result.success:
-        assert result.record is not None and result.reason is not None
+        if result.record is None or result.reason is None:
+            raise RuntimeError("a failed ReportResult needs its record and reason")
         report[ReportKey.RESULT] = {
             ReportKey.RESULT_CODE: result.code,
             ReportKey.RESULT_RECORD: _record_value(result.record),

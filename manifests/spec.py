@@ -64,6 +64,7 @@ class ManifestSpec:
     sequence_number: int
     components: tuple[ComponentSpec, ...]
     version: tuple[int, ...] | None = None
+    version_text: str | None = None
     reference_uri: str | None = None
     manifest_component_id: ComponentId | None = None
     use_before: int | None = None
@@ -233,6 +234,7 @@ def load_spec(text: str) -> ManifestSpec:
         sequence_number=seq,
         components=tuple(_component(c, i) for i, c in enumerate(components)),
         version=parse_version(version) if version else None,
+        version_text=version.strip() if version else None,
         reference_uri=_optional(doc, "reference-uri", str, where),
         manifest_component_id=tuple(str(p).encode() for p in mcid) if mcid else None,
         use_before=_optional(doc, "use-before", int, where),

@@ -26,7 +26,7 @@ from .model import (
     VersionMatch,
 )
 
-__all__ = ["ComponentSummary", "summarize"]
+__all__ = ["ComponentSummary", "integrated_uris", "summarize"]
 
 
 @dataclass
@@ -130,3 +130,55 @@ def summarize(manifest: Manifest) -> tuple[ComponentSummary, ...]:
         )
         for i, acc in enumerate(accs)
     )
+
+
+_MAX_INDEX = 255
+
+
+def _uris_walk(
+    seq: CommandSequence, found: dict[int, set[str]], current: set[int], known: int
+) -> set[int]:
+    for step in seq.steps:
+        if isinstance(step, SetComponentIndex):
+            index = step.index
+            if index is True:
+                current = set(range(known))
+            elif isinstance(index, tuple):
+                current = {i for i in index if i <= _MAX_INDEX}
+            elif not isinstance(index, bool) and index <= _MAX_INDEX:
+                current = {index}
+        elif isinstance(step, SetParameters) and step.parameters.uri is not None:
+            for i in current:
+                found.setdefault(i, set()).add(step.parameters.uri)
+        elif isinstance(step, OverrideMultiple):
+            for i, params in step.by_component.items():
+                if params.uri is not None and i <= _MAX_INDEX:
+                    found.setdefault(i, set()).add(params.uri)
+        elif isinstance(step, TryEach):
+            for option in step.sequences:
+                _uris_walk(option, found, set(current), known)
+        elif isinstance(step, RunSequence):
+            current = _uris_walk(step.sequence, found, current, known)
+    return current
+
+
+def integrated_uris(manifest: Manifest) -> dict[int, set[str]]:
+    """The ``#key`` URIs (integrated payloads or dependencies, manifest-37 §7.6 and
+    trust-domains-12 §5.7) set for each component index, including indices that only
+    ``suit-dependencies`` names (the published trust-domains examples use such an index)."""
+    found: dict[int, set[str]] = {}
+    known = max(len(manifest.common.components), 1)
+    for seq in (
+        manifest.common.shared_sequence,
+        manifest.dependency_resolution,
+        manifest.payload_fetch,
+        manifest.install,
+        manifest.candidate_verification,
+        manifest.validate,
+        manifest.load,
+        manifest.invoke,
+        manifest.uninstall,
+    ):
+        if seq is not None:
+            _uris_walk(seq, found, {0}, known)
+    return {i: {u for u in uris if u.startswith("#")} for i, uris in found.items()}

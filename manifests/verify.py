@@ -69,10 +69,10 @@ def verify_envelope(envelope: Envelope, trust: Sequence[TrustAnchor]) -> Verifie
             "manifest digest mismatch: the authentication wrapper says "
             f"{digest.hex}, the bstr-wrapped manifest hashes to {computed.hex()}"
         )
-    if not envelope.auth_blocks:
+    if not envelope.auth_blocks and not envelope.unparsed_blocks:
         raise VerificationError("no authentication block (unsigned envelope)")
     signers: list[str] = []
-    failures: list[str] = []
+    failures: list[str] = [f"unreadable block: {reason}" for reason in envelope.unparsed_blocks]
     for index, block in enumerate(envelope.auth_blocks, 1):
         try:
             anchor = verify_cose(block, trust, detached_payload=envelope.digest_raw)

@@ -102,3 +102,25 @@ def test_wrap_bstr_matches_cbor2(data: bytes) -> None:
 @given(_values)
 def test_agrees_with_cbor2_on_valid_input(value: object) -> None:
     assert loads(dumps(value), what="x") == cbor2.loads(dumps(value))
+
+
+def test_boolean_map_keys_are_refused() -> None:
+    # Python would read {true: x} as {1: x}; no SUIT or COSE CDDL uses boolean keys.
+    with pytest.raises(DecodeError, match="boolean map key"):
+        loads(bytes.fromhex("a1f501"), what="x")
+    with pytest.raises(DecodeError, match="boolean map key"):
+        loads(bytes.fromhex("a2f40101f5"), what="x", canonical=False)
+
+
+def test_item_budget() -> None:
+    many = b"\x99\x01\x00" + b"\x00" * 256
+    assert loads(many, what="x", max_items=257) == [0] * 256
+    with pytest.raises(DecodeError, match="too many data items"):
+        loads(many, what="x", max_items=100)
+
+
+def test_extra_tags_only_where_admitted() -> None:
+    dated = bytes.fromhex("c11a6553f100")  # 1(1700000000)
+    with pytest.raises(DecodeError, match="tag 1 is not allowed"):
+        loads(dated, what="x")
+    assert loads(dated, what="x", extra_tags=frozenset({1})) is not None

@@ -11,8 +11,8 @@ from typing import Any
 
 import cbor2
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, utils
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycose.algorithms import HMAC256, EdDSA, Es256
@@ -178,7 +178,7 @@ def test_algorithm_comes_from_the_key_record() -> None:
         (forge({1: "ES256"}, {}), UnsupportedError, "must be an integer"),
         (forge({1: -7, 4: "kid"}, {}), DecodeError, "kid must be a byte string"),
         (forge({1: -7}, {"x": 1}), UnsupportedError, "labels must be integers"),
-        (forge(bytes.fromhex("a204400126"), {}), DecodeError, "canonical order"),
+        (forge(bytes.fromhex("a201260126"), {}), DecodeError, "duplicate map key"),
         (forge(bytes.fromhex("a0"), {}), DecodeError, "missing from the protected header"),
         (forge({1: -7}, {}, payload="text"), DecodeError, "payload"),
         (forge({1: -7}, {}, tag=98), UnsupportedError, "COSE_Sign"),
@@ -445,3 +445,17 @@ def test_structured_junk_raises_only_decode_or_verification_errors(
     except (DecodeError, VerificationError):
         return
     raise AssertionError("junk verified")
+
+
+def test_non_canonical_protected_header_is_read_as_received() -> None:
+    # RFC 9052 §3 asks no canonical order; the signature covers the received bytes (ADR 0003).
+    key = es256()
+    protected = bytes.fromhex("a204400126")  # {4: h'', 1: -7}: kid before alg
+    tbs = dumps(["Signature1", protected, b"", PAYLOAD])
+    assert key.private_key is not None and isinstance(key.private_key, ec.EllipticCurvePrivateKey)
+    der = key.private_key.sign(tbs, ec.ECDSA(hashes.SHA256()))
+    r, s = utils.decode_dss_signature(der)
+    sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    msg = parse_cose(dumps(Tag(18, [protected, {}, PAYLOAD, sig])))
+    assert msg.protected == protected
+    assert verify_cose(msg, [key.public_anchor("a")]).name == "a"

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from manifests import _cbor
-from manifests.build import build_manifest, sign
+from manifests.build import build_manifest, encode_envelope, sign
 from manifests.cose import (
     Algorithm,
     SigningKey,
@@ -279,3 +279,69 @@ def test_vendor_and_class_uuid_helpers() -> None:
     vendor = vendor_id_from_domain("arm.com")
     assert vendor == uuid.UUID("fa6b4a53-d5ad-5fdf-be9d-e663e4d41ffe")
     assert class_id(vendor, "suit") == uuid.UUID("1492af14-2569-5e48-bf42-9b2d51f2ab45")
+
+
+def _reordered(envelope: bytes) -> bytes:
+    """The same envelope, untagged, with key 3 before key 2 (the outer order is free)."""
+    env = parse_envelope(envelope)
+    return (
+        b"\xa2\x03"
+        + _cbor.wrap_bstr(env.manifest_raw)
+        + b"\x02"
+        + _cbor.wrap_bstr(env.auth_wrapper_raw)
+    )
+
+
+def test_integrated_dependency_cannot_hide_as_payload(es256: SigningKey) -> None:
+    untrusted = generate_signing_key(Algorithm.ES256)
+    dependency = _reordered(sign(build_manifest(load_spec(SPEC)), [untrusted]))
+    outer = parse_envelope(sign(build_manifest(load_spec(SPEC)), [es256]))
+    smuggled = encode_envelope(
+        tagged=True,
+        auth_wrapper=list(_cbor.loads(outer.auth_wrapper_raw, what="w")),  # type: ignore[call-overload]
+        manifest_raw=outer.manifest_raw,
+        members=outer.members,
+        integrated={"#dep": dependency},
+    )
+    env = parse_envelope(smuggled)
+    assert list(env.integrated_dependencies) == ["#dep"]
+    with pytest.raises(VerificationError, match="integrated dependency '#dep'"):
+        verify_envelope(env, [es256.public_anchor("a")])
+
+
+def test_payload_that_looks_like_a_map_stays_a_payload(es256: SigningKey) -> None:
+    image = b"\xa2\x02\x00" + b"firmware" * 10  # a map head, but not an envelope
+    spec = load_spec(INTEGRATED_SPEC)
+    component = dataclasses.replace(spec.components[0], digest=Digest.of(image), size=len(image))
+    spec = dataclasses.replace(spec, components=(component,))
+    env = parse_envelope(sign(build_manifest(spec, {0: image}), [es256]))
+    assert env.integrated_payloads == {"#fw.bin": image} and not env.integrated_dependencies
+    verify_envelope(env, [es256.public_anchor("a")])
+
+
+def test_an_unreadable_extra_block_does_not_spoil_a_good_one(es256: SigningKey) -> None:
+    good = parse_envelope(sign(build_manifest(load_spec(SPEC)), [es256]))
+    junk = _cbor.dumps(_cbor.Tag(98, [b"", {}, None, []]))  # a COSE_Sign we do not read
+    wrapper = [good.digest_raw, *(b.raw for b in good.auth_blocks), junk]
+    envelope = encode_envelope(
+        tagged=True, auth_wrapper=wrapper, manifest_raw=good.manifest_raw,
+        members=good.members, integrated={},
+    )  # fmt: skip
+    verified = verify_envelope(parse_envelope(envelope), [es256.public_anchor("a")])
+    assert verified.signers == ("a",) and "COSE_Sign" in verified.unverified_blocks[0]
+
+
+def test_component_metadata_may_carry_dates_and_uuids() -> None:
+    metadata = _cbor.dumps({6: _cbor.Tag(1, 1_700_000_000), 8: _cbor.Tag(37, bytes(16))})
+    seq = _cbor.dumps([20, {30: metadata}])
+    manifest = parse_manifest(_cbor.dumps({1: 1, 2: 0, 3: _cbor.dumps({}), 7: seq}))
+    assert manifest.validate is not None
+
+
+def test_release_candidate_version_text(es256: SigningKey) -> None:
+    spec = load_spec(SPEC.replace('version = "1.2.0"', 'version = "2.0.0-rc.1"'))
+    manifest = parse_envelope(build_manifest(spec)).manifest
+    assert manifest.set_version == (2, 0, 0, -1, 1)
+    assert manifest.text is not None
+    (component_text,) = manifest.text.components["en"].values()
+    assert component_text[6] == "2.0.0-rc.1"

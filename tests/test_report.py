@@ -195,7 +195,7 @@ _CAPS = {1: [[]], 2: [1], 3: [1], 4: [1]}
         (dumps(_OK | {3: [[[0], 7, 2, 0, {"a": 1}]]}), DecodeError, "labels"),
         (dumps(_OK | {3: [{0: [b"\0"]}]}), DecodeError, "at least one"),
         (dumps(_OK | {3: [{0: ["x"], 14: 1}]}), DecodeError, "component-id"),
-        (dumps(_OK | {3: [{False: [b"\0"], 14: 1}]}), DecodeError, "labels"),
+        (dumps(_OK | {3: [{False: [b"\0"], 14: 1}]}), DecodeError, "boolean map key"),
         (dumps(_OK | {4: False}), DecodeError, "true or a map"),
         (dumps(_OK | {4: {5: 1, 6: _REC}}), DecodeError, "missing key"),
         (dumps(_OK | {4: {5: 1, 6: _REC, 7: "bad"}}), DecodeError, "integers"),

@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from manifests import _commands
-from manifests.cose import TrustAnchor, anchor_from_pem, hmac_anchor
+from manifests.cose import TrustAnchor, anchor_from_pem, hmac_anchor, parse_encryption_info
 from manifests.errors import DecodeError, VerificationError
 from manifests.parse import parse_envelope
 from manifests.report import parse_report
@@ -99,7 +98,7 @@ def test_vector(case: dict[str, Any], suit_vectors: Path) -> None:
                 f"rejected for {str(info.value)!r}, expected one of {expected['reasons']}"
             )
     elif case["format"] == "SUIT_Encryption_Info":
-        encryption = _commands.parse_encryption_info(data)
+        encryption = parse_encryption_info(data)
         assert encryption.raw == data and encryption.recipient_algorithms
     elif case["format"] == "SUIT_Report":
         report = parse_report(data)

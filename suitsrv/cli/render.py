@@ -7,6 +7,7 @@ safe): control characters are escaped before anything reaches a terminal.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import enum
 import json
 import uuid
@@ -50,6 +51,8 @@ def _plain(value: object) -> Any:
         return safe_text(value)
     if isinstance(value, uuid.UUID):
         return str(value)
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
     if isinstance(value, Pen):
         return {"pen_relative_oid": value.relative_oid.hex()}
     if isinstance(value, Digest):
