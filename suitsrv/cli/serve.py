@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import signal
 import ssl
 import sys
 import time
@@ -22,13 +23,15 @@ from suitsrv.errors import ServiceError
 from suitsrv.store import Role, SqliteStore
 from suitsrv.store import queries as q
 from suitsrv.web import create_app
-from suitsrv.web.app import JsonAccessLogger
+from suitsrv.web.app import INFLIGHT, JsonAccessLogger
 
 from .keys import UsageError
 
 __all__ = ["add_admin", "add_serve"]
 
 T = TypeVar("T")
+
+DRAIN_SECONDS = 30
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -74,24 +77,45 @@ def _serve(args: argparse.Namespace) -> int:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(config.tls_cert, config.tls_key)
     app = create_app(config, store)
-
-    async def _close_store(_: web.Application) -> None:
-        store.close()
-
-    app.on_cleanup.append(_close_store)
     print(f"suitsrv serving {config.base_url} (data in {config.data_dir})", flush=True)
-    web.run_app(
+    try:
+        asyncio.run(_run(app, config, ssl_context))
+    except OSError as exc:
+        print(
+            f"suitsrv: cannot serve on {config.host}:{config.port}: {exc.strerror}", file=sys.stderr
+        )
+        return 1
+    finally:
+        store.close()
+    return 0
+
+
+async def _run(app: web.Application, config: Config, ssl_context: ssl.SSLContext | None) -> None:
+    """Serve until SIGTERM/SIGINT, then drain: stop accepting connections, let the requests in
+    flight finish (uploads included) for up to DRAIN_SECONDS, and only then close connections."""
+    runner = web.AppRunner(
         app,
-        host=config.host,
-        port=config.port,
-        ssl_context=ssl_context,
         access_log_class=JsonAccessLogger,
         access_log=logging.getLogger("suitsrv.access") if config.access_log else None,
-        print=None,
-        shutdown_timeout=30,  # SIGTERM: stop accepting, let in-flight requests finish
-        handle_signals=True,
+        shutdown_timeout=5,
+        handle_signals=False,
     )
-    return 0
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.host, config.port, ssl_context=ssl_context)
+        await site.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await site.stop()  # no new connections from here on
+        if not await app[INFLIGHT].wait_idle(DRAIN_SECONDS):
+            logging.getLogger("suitsrv").warning(
+                "%d request(s) still running after %ss; closing", app[INFLIGHT].count, DRAIN_SECONDS
+            )
+    finally:
+        await runner.cleanup()
 
 
 def add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -9,6 +9,7 @@ problem+json; handlers never build error bodies.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
@@ -29,6 +30,7 @@ from suitsrv.store import Role, Store
 __all__ = [
     "CLOCK",
     "CONFIG",
+    "INFLIGHT",
     "RNG",
     "STORE",
     "Handler",
@@ -47,6 +49,48 @@ CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
 RNG = web.AppKey("rng", random.Random)
 
 Handler = Callable[[web.Request, Principal | None], Awaitable[web.StreamResponse]]
+
+
+class InFlight:
+    """Requests being handled, so a shutdown can wait for them before closing connections
+    (aiohttp's own shutdown stops reading request bodies at once: uploads would be cut)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+INFLIGHT: web.AppKey[InFlight] = web.AppKey("inflight")
+
+
+@web.middleware
+async def inflight_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    tracker = request.app[INFLIGHT]
+    tracker.enter()
+    try:
+        return await handler(request)
+    finally:
+        tracker.leave()
+
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -171,7 +215,7 @@ def create_app(
         routes = all_routes()
     table = tuple(routes)
     app = web.Application(
-        middlewares=[problem_middleware],
+        middlewares=[inflight_middleware, problem_middleware],
         client_max_size=max(config.limits.envelope_bytes, config.limits.report_bytes) + 1024,
     )
     app[CONFIG] = config
@@ -179,6 +223,7 @@ def create_app(
     app[CLOCK] = clock
     app[RNG] = rng or random.Random()  # noqa: S311 - poll jitter, not security
     app[ROUTES] = table
+    app[INFLIGHT] = InFlight()
     for route in table:
         app.router.add_route(route.method, route.path, _guard(route))
     return app

@@ -1,0 +1,146 @@
+"""The service as a new user meets it: the console scripts ``suitsrv serve``, ``suitsrv admin``,
+``suitsrv keygen``, ``suitsrv manifest build`` and ``suitsrv upload``, each a real subprocess,
+and a device polling over plain HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import urllib.error
+import urllib.request
+from email.message import Message
+from pathlib import Path
+
+from manifests import parse_envelope
+
+from .server_process import ServerProcess, run_cli
+
+SPEC = """
+vendor-domain = "example.com"
+class-name = "thermostat-v2"
+sequence-number = {sequence}
+version = "1.{sequence}.0"
+[[component]]
+id = ["firmware"]
+file = "fw.bin"
+uri = "https://fw.example.com/thermostat/1.{sequence}.0.bin"
+"""
+
+
+def http_get(
+    url: str, token: str, headers: dict[str, str] | None = None
+) -> tuple[int, Message, bytes]:
+    """GET with a bearer token; (status, headers, body) for every status, 304 and 4xx too."""
+    request = urllib.request.Request(
+        url, headers={"Authorization": f"Bearer {token}", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, resp.headers, resp.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.headers, exc.read()
+
+
+def shown_once(output: str, prefix: str) -> str:
+    """The one ``sst_`` token on the line that starts with ``prefix``."""
+    found = re.findall(rf"^{re.escape(prefix)}.*\(shown once[^)]*\): (sst_\S+)$", output, re.M)
+    assert len(found) == 1, output
+    return str(found[0])
+
+
+def test_first_start_prints_the_operator_token_once(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with ServerProcess.start(data, tmp_path) as server:
+        assert len(server.operator_tokens()) == 1
+        token = shown_once(server.stdout(), "operator token")
+        assert f"suitsrv serving {server.url}" in server.stdout()
+        status, _, body = http_get(f"{server.url}/v1/operator/vendors", token)
+        assert (status, json.loads(body)) == (200, {"vendors": []})
+        assert server.stop() == 0
+
+    with ServerProcess.start(data, tmp_path) as server:
+        assert server.operator_tokens() == []
+        assert "token" not in server.stdout()
+        status, _, _ = http_get(f"{server.url}/v1/operator/vendors", token)
+        assert status == 200  # the token printed at the first start still works
+        assert server.stop() == 0
+
+    init = run_cli("admin", "--data-dir", str(data), "init")
+    assert init.returncode == 1, init.stderr
+    assert "an operator token exists already" in init.stdout
+    assert "sst_" not in init.stdout + init.stderr
+
+
+def test_vendor_publishes_and_device_receives(tmp_path: Path) -> None:
+    work, data = tmp_path / "work", tmp_path / "data"
+    work.mkdir()
+
+    def admin(*args: str) -> str:
+        done = run_cli("admin", "--data-dir", str(data), *args, cwd=work)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def build(sequence: int, name: str) -> Path:
+        (work / "spec.toml").write_text(SPEC.format(sequence=sequence))
+        done = run_cli(
+            "manifest", "build", "spec.toml", "--key", "vendor.priv.pem", "-o", name, cwd=work
+        )
+        assert done.returncode == 0, done.stderr
+        return work / name
+
+    keygen = run_cli("keygen", "-o", "vendor", cwd=work)
+    assert keygen.returncode == 0, keygen.stderr
+    vendor = json.loads(
+        admin("vendor", "add", "acme", "--vendor-domain", "example.com",
+              "--trust", "vendor.pub.pem")
+    )  # fmt: skip
+    assert vendor["name"] == "acme" and len(vendor["anchors"]) == 1
+    issued = admin("token", "issue", "--role", "vendor", "--scope", "acme")
+    vendor_token = shown_once(issued, "token")
+    device_token = shown_once(
+        admin("device", "add", "dev-1", "--vendor", "acme", "--class-name", "thermostat-v2"),
+        "device dev-1",
+    )
+    firmware = os.urandom(300_000)
+    (work / "fw.bin").write_bytes(firmware)
+    envelope = build(2, "fw.suit").read_bytes()
+    digest = parse_envelope(envelope).digest.hex
+    build(1, "old.suit")
+
+    with ServerProcess.start(data, tmp_path) as server:
+        assert len(server.operator_tokens()) == 1
+        update = f"{server.url}/v1/device/update"
+        assert http_get(update, device_token)[0] == 204  # nothing released yet
+
+        upload = run_cli(
+            "upload", "--server", server.url, "--token", vendor_token, "--progress",
+            "fw.suit", "fw.bin", cwd=work,
+        )  # fmt: skip
+        assert upload.returncode == 0, upload.stderr
+        assert upload.stdout == f"manifest {digest} sequence 2: published\n"
+        assert re.search(r"fw\.bin +\[#{20}\] 100\.0% +[0-9.]+ MiB/s\n", upload.stderr), (
+            upload.stderr
+        )
+
+        status, headers, body = http_get(update, device_token)
+        assert status == 200 and body == envelope
+        assert headers["ETag"] == f'"{digest}"' and headers["Suit-Sequence-Number"] == "2"
+        assert http_get(update, device_token, {"If-None-Match": f'"{digest}"'})[0] == 304
+        sha = hashlib.sha256(firmware).hexdigest()
+        status, _, payload = http_get(f"{server.url}/v1/payloads/{sha}", device_token)
+        assert status == 200 and payload == firmware
+
+        rollback = run_cli(
+            "upload", "--server", server.url, "--token", vendor_token, "old.suit", "fw.bin",
+            cwd=work,
+        )  # fmt: skip
+        assert rollback.returncode == 1
+        assert rollback.stdout == ""
+        lines = rollback.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("rejected: HTTP 409"), rollback.stderr
+        status, _, body = http_get(update, device_token)
+        assert status == 200 and body == envelope  # the device still gets sequence 2
+        assert server.stop() == 0
