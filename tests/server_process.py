@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -80,27 +81,30 @@ class ServerProcess:
 
     _started = 0
 
-    def __init__(self, data_dir: Path, log_dir: Path) -> None:
+    def __init__(self, data_dir: Path, log_dir: Path, extra: Sequence[str] = ()) -> None:
         ServerProcess._started += 1
         self.data_dir = data_dir
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        scheme = "https" if "--tls-cert" in extra else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         name = f"server-{ServerProcess._started}-{self.port}"
         self.stdout_path = log_dir / f"{name}.out"
         self.stderr_path = log_dir / f"{name}.err"
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(
                 [str(SUITSRV), "serve", "--data-dir", str(data_dir),
-                 "--listen", f"127.0.0.1:{self.port}"],
+                 "--listen", f"127.0.0.1:{self.port}", *extra],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=child_env(),
             )  # fmt: skip
 
     @classmethod
-    def start(cls, data_dir: Path, log_dir: Path, *, timeout: float = 20) -> ServerProcess:
+    def start(
+        cls, data_dir: Path, log_dir: Path, *, timeout: float = 20, extra: Sequence[str] = ()
+    ) -> ServerProcess:
         """Start a server and return once it accepts connections (killed if it never does).
         Another process may take the free port before the child binds it: then try another."""
         for _ in range(3):
-            server = cls(data_dir, log_dir)
+            server = cls(data_dir, log_dir, extra)
             try:
                 server._wait_ready(timeout)
             except _PortTaken:
@@ -115,7 +119,7 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                if "address already in use" in self.stderr():
+                if "address already in use" in self.stderr().lower():
                     raise _PortTaken
                 raise AssertionError(f"suitsrv serve exited {self.proc.returncode}: {self.log()}")
             if "suitsrv serving" in self.stdout() and accepts_connections(self.port):

@@ -209,3 +209,42 @@ async def test_report_for_unknown_or_foreign_manifest(svc: Service) -> None:
     )
     await _problem(await svc.client.post("/v1/device/reports", data=report, headers=device), 404)
     await _problem(await svc.client.post("/v1/device/reports", data=b"\xa0", headers=device), 400)
+
+
+async def test_use_before_and_version_conditions(svc: Service) -> None:
+    device = svc.auth(svc.devices["dev-1"])
+    base = random_payload(300)
+    assert (await svc.upload_payload(base)).status == 201
+    assert (await svc.upload_manifest(svc.envelope(1, base))).status == 201  # version 1.1.0
+    digest = parse_envelope(svc.envelope(1, base)).digest
+    report = build_report(
+        reference_uri="", manifest_digest=digest, result=ReportResult(success=True)
+    )
+    headers = {**device, "Content-Type": REPORT}
+    assert (await svc.client.post("/v1/device/reports", data=report, headers=headers)).status == 201
+
+    # Release 2 needs version >= 1.5 while the device runs 1.1.0: not offered.
+    needs = random_payload(300)
+    await svc.upload_payload(needs)
+    spec = svc.spec(2, needs).replace(
+        "[[component]]\n", '[[component]]\nrequires-version = ">=1.5"\n'
+    )
+    from manifests import build_manifest, load_spec, sign
+
+    env2 = sign(build_manifest(load_spec(spec)), [svc.vendor_key])
+    assert (await svc.upload_manifest(env2)).status == 201
+    assert (await svc.client.get("/v1/device/update", headers=device)).status == 204
+
+    # Release 3 accepts >= 1.0 but expires: offered until its use-before passes.
+    late = random_payload(300)
+    await svc.upload_payload(late)
+    deadline = int(svc.clock()) + 3600
+    spec3 = svc.spec(3, late, extra=f"use-before = {deadline}").replace(
+        "[[component]]\n", '[[component]]\nrequires-version = ">=1.0"\n'
+    )
+    env3 = sign(build_manifest(load_spec(spec3)), [svc.vendor_key])
+    assert (await svc.upload_manifest(env3)).status == 201
+    resp = await svc.client.get("/v1/device/update", headers=device)
+    assert resp.status == 200 and await resp.read() == env3
+    svc.clock.now = deadline + 1
+    assert (await svc.client.get("/v1/device/update", headers=device)).status == 204

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import dataclasses
 import json
 import logging
@@ -156,6 +157,13 @@ def _init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_bytes(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
+
+
 def _read(path: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
@@ -169,6 +177,7 @@ def _vendor_add(args: argparse.Namespace) -> int:
         for p in args.trust
     ]
     anchors += [{"hmac": h} for h in args.mac_key]
+    anchors += [{"cose_key": base64.b64encode(_read_bytes(p)).decode()} for p in args.cose_key]
 
     async def work(store: SqliteStore) -> dict[str, Any]:
         vendor, records = await accounts.add_vendor(
@@ -248,6 +257,8 @@ def add_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add.add_argument("--trust-alg", action="append", default=[],
                      choices=sorted(accounts.ALGORITHM_NAMES))  # fmt: skip
     add.add_argument("--mac-key", action="append", default=[], metavar="HEX")
+    add.add_argument("--cose-key", action="append", default=[], metavar="FILE",
+                     help="a trust anchor as a COSE_Key (CBOR) file carrying its alg")  # fmt: skip
     add.set_defaults(run=_vendor_add)
     vendor_sub.add_parser("list").set_defaults(run=_vendor_list)
 
