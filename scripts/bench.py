@@ -1,12 +1,14 @@
 """Benchmarks: each figure is a rate measured against a baseline in the same run, on one core.
 
-Run through ``scripts/bench {manifests,all} [--quick] [--no-write] [--json-only]``. Every
+Run through ``scripts/bench {manifests,service,all} [--quick] [--no-write] [--json-only]``. Every
 figure prints as one JSON line, then a summary table; the figures replace this suite's block
 in BENCHMARKS.md. Nothing here asserts a time (STYLE.md: benchmarks are not tests); targets
 are printed for a reader to compare.
 
 Candidate and baseline run in interleaved rounds (which goes first alternates) and each side
 reports the median of its per-round rates, so drift in clock speed or load hits both alike.
+The service suite (bench_service.py) runs servers as subprocesses: server on one core, load
+generator on another.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cbor2
@@ -84,6 +86,8 @@ uri = "https://fw.example.com/thermostat/1.2.0.bin"
 class Settings:
     rounds: int
     seconds: float  # per side per round
+    quick: bool = False  # suites with their own durations take their short plan
+    generator: str = "auto"  # service suite: auto (wrk if found or installable), wrk, aiohttp
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,16 @@ class Figure:
     baseline_value: float
     ratio: float
     target: str | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A suite's figures and how they were taken, for its block of BENCHMARKS.md."""
+
+    figures: list[Figure]
+    method: list[str]  # "- " lines after the command
+    pinned: str = f"CPU {CPU}"
+    notes: list[str] = field(default_factory=list)  # "- " lines after the table
 
 
 Op = Callable[[], object]
@@ -138,7 +152,7 @@ def _compare(
     return Figure(name, value, "ops/s", baseline, base_value, value / base_value, target)
 
 
-def bench_manifests(settings: Settings) -> list[Figure]:
+def bench_manifests(settings: Settings) -> Outcome:
     key = generate_signing_key(Algorithm.ES256)
     anchors = [key.public_anchor("bench")]
     signed = sign(build_manifest(load_spec(SPEC)), [key])
@@ -179,7 +193,8 @@ def bench_manifests(settings: Settings) -> list[Figure]:
             raise RuntimeError("pycose does not verify our block")
 
     pycose_verify()
-    return [
+    method = [f"rounds: {settings.rounds} x {settings.seconds:g} s per side, median per side"]
+    figures = [
         _compare(
             "manifests.verify_envelope (ES256, parsed envelope)",
             lambda: verify_envelope(envelope, anchors),
@@ -213,13 +228,32 @@ def bench_manifests(settings: Settings) -> list[Figure]:
             None,
         ),
     ]
+    return Outcome(figures, method)
 
 
-# Later suites (attest, service) register here; `all` runs them in this order.
-SUITES: dict[str, Callable[[Settings], list[Figure]]] = {"manifests": bench_manifests}
+def bench_service(settings: Settings) -> Outcome:
+    """A running ``suitsrv serve`` against bare aiohttp: polls, downloads, peak RSS."""
+    import bench_service  # scripts/ is on sys.path; aiohttp and the servers only load here
+
+    report = bench_service.run(settings.quick, settings.generator)
+    figures = [
+        Figure(s.name, s.value, s.unit, s.baseline, s.baseline_value,
+               s.value / s.baseline_value, s.target)
+        for s in report.samples
+    ]  # fmt: skip
+    server, generator = bench_service.SERVER_CPU, bench_service.GENERATOR_CPU
+    pinned = f"servers on CPU {server}, load generator on CPU {generator}"
+    return Outcome(figures, report.method, pinned, report.notes)
 
 
-def _machine() -> dict[str, str]:
+# Later suites (attest) register here; `all` runs them in this order.
+SUITES: dict[str, Callable[[Settings], Outcome]] = {
+    "manifests": bench_manifests,
+    "service": bench_service,
+}
+
+
+def _machine(pinned: str) -> dict[str, str]:
     model = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -234,30 +268,49 @@ def _machine() -> dict[str, str]:
         "platform": platform.platform(),
         "cpu": model,
         "cores": str(os.cpu_count()),
-        "pinned": f"CPU {CPU}",
+        "pinned": pinned,
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "openssl": backend.openssl_version_text(),
     }
 
 
-def _section(suite: str, figures: list[Figure], command: str, settings: Settings) -> str:
+def _rates_only(figures: list[Figure]) -> bool:
+    return all(f.unit == "ops/s" for f in figures)
+
+
+def _number(value: float, unit: str) -> str:
+    """Rates without decimals; small values (ms, MiB) with enough digits to compare."""
+    text = f"{value:,.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+    return f"{text} {unit}"
+
+
+def _section(suite: str, outcome: Outcome, command: str) -> str:
     now = datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat()
+    rates = _rates_only(outcome.figures)
     lines = [
         f"## {suite}",
         "",
         f"- date: {now}",
         f"- command: `{command}`",
-        f"- rounds: {settings.rounds} x {settings.seconds:g} s per side, median per side",
-        *(f"- {k}: {v}" for k, v in _machine().items()),
+        *(f"- {line}" for line in outcome.method),
+        *(f"- {k}: {v}" for k, v in _machine(outcome.pinned).items()),
         "",
-        "| figure | ops/s | baseline | baseline ops/s | ratio | target |",
+        "| figure | ops/s | baseline | baseline ops/s | ratio | target |"
+        if rates
+        else "| figure | value | baseline | baseline value | ratio | target |",
         "|---|---:|---|---:|---:|---|",
     ]
-    for f in figures:
-        lines.append(
-            f"| {f.name} | {f.value:,.0f} | {f.baseline} | {f.baseline_value:,.0f}"
-            f" | {f.ratio:.3f} | {f.target or '-'} |"
+    for f in outcome.figures:
+        value, base = (
+            (f"{f.value:,.0f}", f"{f.baseline_value:,.0f}")
+            if rates
+            else (_number(f.value, f.unit), _number(f.baseline_value, f.unit))
         )
+        lines.append(
+            f"| {f.name} | {value} | {f.baseline} | {base} | {f.ratio:.3f} | {f.target or '-'} |"
+        )
+    if outcome.notes:
+        lines += ["", *(f"- {note}" for note in outcome.notes)]
     return "\n".join(lines)
 
 
@@ -275,11 +328,19 @@ def _write(suite: str, body: str) -> None:
 
 def _table(figures: list[Figure]) -> str:
     width = max(len(f.name) for f in figures)
-    rows = [f"{'figure':<{width}}  {'ops/s':>10}  {'baseline/s':>10}  {'ratio':>7}  target"]
+    if _rates_only(figures):
+        rows = [f"{'figure':<{width}}  {'ops/s':>10}  {'baseline/s':>10}  {'ratio':>7}  target"]
+        for f in figures:
+            rows.append(
+                f"{f.name:<{width}}  {f.value:>10,.0f}  {f.baseline_value:>10,.0f}"
+                f"  {f.ratio:>7.3f}  {f.target or '-'}"
+            )
+        return "\n".join(rows)
+    rows = [f"{'figure':<{width}}  {'value':>14}  {'baseline':>14}  {'ratio':>7}  target"]
     for f in figures:
         rows.append(
-            f"{f.name:<{width}}  {f.value:>10,.0f}  {f.baseline_value:>10,.0f}"
-            f"  {f.ratio:>7.3f}  {f.target or '-'}"
+            f"{f.name:<{width}}  {_number(f.value, f.unit):>14}"
+            f"  {_number(f.baseline_value, f.unit):>14}  {f.ratio:>7.3f}  {f.target or '-'}"
         )
     return "\n".join(rows)
 
@@ -290,21 +351,31 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true", help="a short run (< 60 s in all)")
     parser.add_argument("--no-write", action="store_true", help="leave BENCHMARKS.md alone")
     parser.add_argument("--json-only", action="store_true", help="print only the JSON lines")
+    parser.add_argument(
+        "--generator", choices=["auto", "wrk", "aiohttp"], default="auto",
+        help="service suite's load generator (auto: wrk, installed with apt-get as root if "
+        "missing, else aiohttp's client)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    settings = Settings(rounds=5, seconds=0.2) if args.quick else Settings(rounds=7, seconds=1.0)
+    rounds, seconds = (5, 0.2) if args.quick else (7, 1.0)
+    settings = Settings(rounds, seconds, quick=args.quick, generator=args.generator)
     # One core: the baseline and the candidate share it, and no thread migrates mid-round.
     os.sched_setaffinity(0, {CPU})
     print(f"bench: pinned to CPU {CPU} of {os.cpu_count()}", file=sys.stderr)
     command = shlex.join(["scripts/bench", *argv])
     for suite in SUITES if args.suite == "all" else [args.suite]:
         print(f"bench: {suite}", file=sys.stderr)
-        figures = SUITES[suite](settings)
-        for figure in figures:
+        outcome = SUITES[suite](settings)
+        for line in outcome.method:
+            print(f"  {line}", file=sys.stderr)
+        for figure in outcome.figures:
             print(json.dumps(asdict(figure)), flush=True)
         if not args.json_only:
-            print(_table(figures))
+            print(_table(outcome.figures))
+            for note in outcome.notes:
+                print(f"note: {note}")
         if not args.no_write:
-            _write(suite, _section(suite, figures, command, settings))
+            _write(suite, _section(suite, outcome, command))
             print(f"bench: wrote the {suite} block of {REPORT.name}", file=sys.stderr)
     return 0
 
