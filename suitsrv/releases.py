@@ -30,7 +30,7 @@ from manifests import (
 from manifests.numbers import DigestAlg, VersionComparison
 
 from .config import Config
-from .errors import Conflict, InvalidRequest, NotFound
+from .errors import Conflict, Forbidden, InvalidRequest, NotFound
 from .store import (
     AnchorRecord,
     DeviceRecord,
@@ -173,29 +173,19 @@ def poll_hint(config: Config, rng: random.Random) -> int:
 
 
 async def select_update(
-    store: Store, config: Config, device: DeviceRecord, now: float, rng: random.Random
+    store: Store, config: Config, device_id: str, now: float, rng: random.Random
 ) -> UpdateDecision:
-    """The newest applicable release above what the device installed, if any.
+    """The newest applicable release above what the device installed, if any (one store read).
 
-    Conditions a server can judge (update-management-12): use-before (filtered in the store
-    query) and a version requirement against the version of the release the device last
-    reported installing for the same target; when that version is unknown, the release is
-    offered and the device judges for itself.
+    Conditions a server can judge (update-management-12): use-before, and a version
+    requirement against the version of the release the device last reported installing for
+    the same target; when that version is unknown, the release is offered and the device
+    judges for itself.
     """
-    candidates = await store.update_candidates(device, int(now), 16)
-    hint = poll_hint(config, rng)
-    if not candidates:
-        return UpdateDecision(None, hint)
-    versions: dict[str, tuple[int, ...] | None] = {}
-    for install in await store.installs_of(device.device_id):
-        installed = await store.get_release(install.digest)
-        versions[install.target] = installed.version if installed else None
-    for release in candidates:
-        requirement = release.requires_version
-        current = versions.get(release.target)
-        if requirement is None or current is None or version_satisfies(current, *requirement):
-            return UpdateDecision(release, hint)
-    return UpdateDecision(None, hint)
+    device, release = await store.update_view(device_id, int(now), 16, version_satisfies)
+    if device is None:
+        raise Forbidden(f"device {device_id!r} is not registered")
+    return UpdateDecision(release, poll_hint(config, rng))
 
 
 async def accept_report(

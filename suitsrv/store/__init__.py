@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from .blobs import BlobStore, is_sha256_hex
+from .queries import VersionCheck
 from .records import (
     AnchorRecord,
     DeviceRecord,
@@ -64,9 +65,9 @@ class Store(Protocol):
     async def payload_vendors(self, sha256: str) -> set[str]: ...
     async def payload_classes(self, sha256: str) -> set[tuple[str, str]]: ...
     async def installs_of(self, device_id: str) -> list[InstallRecord]: ...
-    async def update_candidates(
-        self, device: DeviceRecord, now: int, limit: int
-    ) -> list[ReleaseRecord]: ...
+    async def update_view(
+        self, device_id: str, now: int, limit: int, satisfies: VersionCheck
+    ) -> tuple[DeviceRecord | None, ReleaseRecord | None]: ...
     async def record_report(
         self, report: ReportRecord, release: ReleaseRecord, raw: bytes
     ) -> int: ...

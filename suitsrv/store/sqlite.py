@@ -71,19 +71,24 @@ class SqliteStore:
         self.blobs.clean_temporary()
 
     def _conn(self, *, readonly: bool) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
+        return self._db(readonly=readonly).conn
+
+    def _db(self, *, readonly: bool) -> Database:
+        db: Database | None = getattr(self._local, "db", None)
+        if db is None:
             conn = _connect(self.path, readonly=readonly)
-            self._local.conn = conn
+            db = Database(conn)
+            self._local.db = db
             with self._lock:
                 self._connections.append(conn)
-        return conn
+        return db
 
     def _run_write(self, fn: Callable[..., T], *args: Any) -> T:
-        conn = self._conn(readonly=False)
+        db = self._db(readonly=False)
+        conn = db.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            result = fn(Database(conn), *args)
+            result = fn(db, *args)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -91,7 +96,7 @@ class SqliteStore:
         return result
 
     def _run_read(self, fn: Callable[..., T], *args: Any) -> T:
-        return fn(Database(self._conn(readonly=True)), *args)
+        return fn(self._db(readonly=True), *args)
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(db, *args)`` in one transaction on the writer thread."""
@@ -174,20 +179,20 @@ class SqliteStore:
     async def installs_of(self, device_id: str) -> list[InstallRecord]:
         return await self.read(q.installs_of, device_id)
 
-    async def update_candidates(
-        self, device: DeviceRecord, now: int, limit: int
-    ) -> list[ReleaseRecord]:
-        return await self.read(q.update_candidates, device, now, limit)
+    async def update_view(
+        self, device_id: str, now: int, limit: int, satisfies: q.VersionCheck
+    ) -> tuple[DeviceRecord | None, ReleaseRecord | None]:
+        return await self.read(q.update_view, device_id, now, limit, satisfies)
 
     async def record_report(self, report: ReportRecord, release: ReleaseRecord, raw: bytes) -> int:
         return await self.write(q.record_report, report, release, raw)
 
     def close(self) -> None:
         def _close() -> None:
-            conn = getattr(self._local, "conn", None)
-            if conn is not None:
-                conn.close()
-                self._local.conn = None
+            db = getattr(self._local, "db", None)
+            if db is not None:
+                db.conn.close()
+                self._local.db = None
 
         self._writer.submit(_close).result()
         self._writer.shutdown(wait=True)

@@ -36,9 +36,13 @@ def _etag_matches(header: str | None, digest: str) -> bool:
 async def get_update(request: web.Request, principal: Principal | None) -> web.StreamResponse:
     """The newest applicable envelope (exact stored bytes), 304 when the device has it already,
     204 when there is none. ``Poll-Interval`` says when to ask again (jittered)."""
-    device = await _device(request, principal)
+    caller = principal_of(principal)
     decision = await releases.select_update(
-        request.app[STORE], request.app[CONFIG], device, request.app[CLOCK](), request.app[RNG]
+        request.app[STORE],
+        request.app[CONFIG],
+        caller.scope,
+        request.app[CLOCK](),
+        request.app[RNG],
     )
     headers = {"Poll-Interval": str(decision.poll_after), "Cache-Control": "no-store"}
     release = decision.release
