@@ -20,7 +20,7 @@ from typing import Final
 from .errors import Forbidden, Unauthorized
 from .store import Role, Store, TokenRecord
 
-__all__ = ["Principal", "authenticate", "hash_token", "issue_token", "require"]
+__all__ = ["Principal", "TokenCache", "authenticate", "hash_token", "issue_token", "require"]
 
 _TOKEN: Final = re.compile(r"sst_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
 
@@ -55,7 +55,38 @@ async def issue_token(
     return token, record
 
 
-async def authenticate(store: Store, authorization: str | None) -> Principal:
+class TokenCache:
+    """Recently seen active tokens, so a device polling every few seconds does not cost a
+    database read per request. An entry lives ``ttl`` seconds; revocation through this server
+    removes it at once, revocation by ``suitsrv admin`` (another process) within ``ttl``."""
+
+    def __init__(self, ttl: float = 5.0, capacity: int = 200_000) -> None:
+        self.ttl = ttl
+        self.capacity = capacity
+        self._by_hash: dict[bytes, tuple[TokenRecord, float]] = {}
+
+    def get(self, token_hash: bytes, now: float) -> TokenRecord | None:
+        entry = self._by_hash.get(token_hash)
+        if entry is None or entry[1] <= now:
+            return None
+        return entry[0]
+
+    def put(self, record: TokenRecord, now: float) -> None:
+        if len(self._by_hash) >= self.capacity:
+            self._by_hash.clear()
+        self._by_hash[record.token_hash] = (record, now + self.ttl)
+
+    def forget(self, token_id: str) -> None:
+        for token_hash in [h for h, (r, _) in self._by_hash.items() if r.token_id == token_id]:
+            del self._by_hash[token_hash]
+
+
+async def authenticate(
+    store: Store,
+    authorization: str | None,
+    cache: TokenCache | None = None,
+    now: float = 0.0,
+) -> Principal:
     """Resolve an ``Authorization: Bearer`` header to a principal or raise Unauthorized."""
     if not authorization:
         raise Unauthorized("missing Authorization: Bearer token", headers=_CHALLENGE)
@@ -63,9 +94,14 @@ async def authenticate(store: Store, authorization: str | None) -> Principal:
     token = token.strip()
     if scheme.lower() != "bearer" or not _TOKEN.fullmatch(token):
         raise Unauthorized("malformed bearer token", headers=_CHALLENGE)
-    record = await store.token_by_hash(hash_token(token))
-    if record is None or record.revoked_at is not None:
-        raise Unauthorized("unknown or revoked token", headers=_CHALLENGE)
+    token_hash = hash_token(token)
+    record = cache.get(token_hash, now) if cache is not None else None
+    if record is None:
+        record = await store.token_by_hash(token_hash)
+        if record is None or record.revoked_at is not None:
+            raise Unauthorized("unknown or revoked token", headers=_CHALLENGE)
+        if cache is not None:
+            cache.put(record, now)
     return Principal(record.token_id, record.role, record.scope)
 
 

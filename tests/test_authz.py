@@ -145,3 +145,13 @@ async def test_tokens_are_stored_hashed(svc: Service) -> None:
     for token in [svc.operator, svc.vendor_token, *svc.devices.values()]:
         assert token.encode() not in raw
         assert token.split("_")[2].encode() not in raw
+
+
+async def test_offline_revocation_takes_effect_within_the_cache_ttl(svc: Service) -> None:
+    token, record = await accounts.issue_credential(svc.store, Role.VENDOR, "acme", now=svc.clock())
+    headers = {"Authorization": f"Bearer {token}"}
+    assert (await svc.client.get("/v1/vendor/manifests", headers=headers)).status == 200
+    # As `suitsrv admin token revoke` does from another process: straight into the store.
+    await svc.store.revoke_token(record.token_id, svc.clock())
+    svc.clock.now += 6  # past the 5 s token cache
+    assert (await svc.client.get("/v1/vendor/manifests", headers=headers)).status == 401

@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from manifests import ManifestError
-from suitsrv.auth import Principal, authenticate, require
+from suitsrv.auth import Principal, TokenCache, authenticate, require
 from suitsrv.config import Config
 from suitsrv.errors import PROBLEM_BASE, Forbidden, ServiceError
 from suitsrv.store import Role, Store
@@ -33,6 +33,7 @@ __all__ = [
     "INFLIGHT",
     "RNG",
     "STORE",
+    "TOKENS",
     "Handler",
     "JsonAccessLogger",
     "Route",
@@ -78,6 +79,7 @@ class InFlight:
 
 
 INFLIGHT: web.AppKey[InFlight] = web.AppKey("inflight")
+TOKENS: web.AppKey[TokenCache] = web.AppKey("tokens")
 
 
 @web.middleware
@@ -167,7 +169,10 @@ def _guard(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse
     async def handle(request: web.Request) -> web.StreamResponse:
         principal = None
         if route.roles is not None:
-            principal = await authenticate(request.app[STORE], request.headers.get("Authorization"))
+            app = request.app
+            principal = await authenticate(
+                app[STORE], request.headers.get("Authorization"), app[TOKENS], app[CLOCK]()
+            )
             require(principal, *route.roles)
         return await route.handler(request, principal)
 
@@ -224,6 +229,7 @@ def create_app(
     app[RNG] = rng or random.Random()  # noqa: S311 - poll jitter, not security
     app[ROUTES] = table
     app[INFLIGHT] = InFlight()
+    app[TOKENS] = TokenCache()
     for route in table:
         app.router.add_route(route.method, route.path, _guard(route))
     return app

@@ -12,7 +12,7 @@ from suitsrv.auth import Principal
 from suitsrv.errors import InvalidRequest, NotFound
 from suitsrv.store import AnchorRecord, DeviceRecord, Role, VendorRecord
 
-from .app import CLOCK, STORE, Route, json_response, principal_of
+from .app import CLOCK, STORE, TOKENS, Route, json_response, principal_of
 from .vendor import read_body
 
 __all__ = ["device_view", "routes"]
@@ -118,6 +118,7 @@ async def delete_token(request: web.Request, principal: Principal | None) -> web
     token_id = request.match_info["token_id"]
     if not await request.app[STORE].revoke_token(token_id, request.app[CLOCK]()):
         raise NotFound(f"no active token {token_id}")
+    request.app[TOKENS].forget(token_id)
     return web.Response(status=204)
 
 
