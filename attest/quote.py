@@ -246,8 +246,9 @@ def verify_quote(
     ``FreshnessError``. ``pcrs`` must cover exactly the signed selection (every selected PCR
     supplied, nothing else) and hash to pcrDigest with the signature's hash; None skips the
     values. ``previous`` is the clock of the last accepted quote from the same AK: counters must
-    not go back, and the clock must grow unless a reset or restart happened in between. ``safe``
-    must be set. SHA-1 signatures and SHA-1 banks are refused unless ``allow_sha1``.
+    not go back, and the clock must grow unless a reset or restart happened in between (a clear
+    ``safe`` flag is reported in the result, not refused). SHA-1 signatures and SHA-1 banks are
+    refused unless ``allow_sha1``.
     """
     sig = verify_attest_signature(attest, signature, ak, allow_sha1=allow_sha1)
     # Signed, so magic and type decide what the TPM attested: refuse any other structure.
@@ -307,9 +308,10 @@ def _pcr_list(items: list[tuple[TpmAlg, int]]) -> str:
 
 def _check_clock(current: ClockInfo, previous: ClockInfo | None) -> None:
     # Part 1 §36.6: Clock never goes back while safe is set; resetCount grows on TPM Reset and
-    # zeroes restartCount; restartCount grows on Restart/Resume.
-    if not current.safe:
-        raise FreshnessError("clockInfo.safe is clear: the clock may have been reported before")
+    # zeroes restartCount; restartCount grows on Restart/Resume. A clear ``safe`` follows an
+    # unorderly shutdown (power loss): the clock may repeat values, but that shutdown also
+    # makes the next start a Reset, so the counters below still order the quotes, and the
+    # nonce, not the clock, is what proves freshness. It is therefore not refused here.
     if previous is None:
         return
     if current.reset_count < previous.reset_count:

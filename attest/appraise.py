@@ -1,0 +1,302 @@
+"""Appraisal: verified evidence against reference values → an AR4SI trust vector and status.
+
+A bad device is a result, not an exception (STYLE.md): every failure becomes a contraindicated
+appraisal naming why. Crypto or freshness failures give 99 in every claim (AR4SI: "cryptographic
+validation of evidence failed"), as Veraison does (notes/attestation.md §2.9).
+
+Reference values are plain digests supplied by the caller, who derives them from the SUIT
+manifest the device should run (DESIGN.md "How a manifest becomes a reference value"):
+
+- TPM devices measure each installed image into one PCR (default 16, SHA-256 bank) by extending
+  its SUIT image digest, and log ``{pcr, alg, digest, component_id, manifest_digest,
+  sequence_number}`` in the compact event log. The log must replay to the quoted PCRs before
+  any event is believed; then every expected image must be measured with an acceptable digest.
+- PSA / EAT devices report software components whose measurement values must be the images'
+  digests.
+
+AR4SI values used (draft-ietf-rats-ar4si): 2 affirming (approved); 32 known-vulnerable /
+warning; 33 unrecognized executables (warning tier); 96 contraindicated; 99 crypto failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from .ear_claims import Status, TrustVector, status_of
+from .eat import digest_name, parse_eat, verify_eat
+from .errors import AttestError, DecodeError, FreshnessError, UnsupportedError
+from .eventlog import EventLog, parse_event_log, verify_replay
+from .keys import VerifierKey
+from .psa import SecurityLifecycle, parse_psa_token, verify_psa_token
+from .quote import PcrValues, rebooted_since, verify_quote
+from .tpm import AkKey, ClockInfo, PublicKey, TpmAlg
+
+__all__ = [
+    "Appraisal",
+    "ExpectedImage",
+    "Policy",
+    "ReferenceValues",
+    "UnknownComponents",
+    "appraise_eat",
+    "appraise_psa",
+    "appraise_tpm",
+]
+
+APPROVED = 2
+WARN_UNRECOGNIZED = 33
+CONTRAINDICATED = 96
+CRYPTO_FAILED = 99
+
+
+class UnknownComponents(StrEnum):
+    """What a measurement that no reference value names does to the verdict."""
+
+    WARN = "warn"
+    CONTRAINDICATE = "contraindicate"
+
+
+@dataclass(frozen=True)
+class ExpectedImage:
+    """One component of the expected manifest and the digests acceptable for it (several for
+    A/B slots). Digests are (hashlib name, bytes)."""
+
+    component_id: tuple[bytes, ...]
+    digests: tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True)
+class ReferenceValues:
+    images: tuple[ExpectedImage, ...]
+    manifest_digest: bytes | None = None
+    pcr: int = 16
+    bank: TpmAlg = TpmAlg.SHA256
+
+
+@dataclass(frozen=True)
+class Policy:
+    """``mismatch``: what a component measured with a digest other than the expected one does.
+    Reference values derived from the manifest the device was told to install say exactly what
+    must run, so the default contraindicates (DESIGN.md); ``WARN`` gives Veraison's PSA verdict
+    for CoRIM reference values (executables 33, vector P2)."""
+
+    allow_sha1: bool = False
+    unknown_components: UnknownComponents = UnknownComponents.WARN
+    mismatch: UnknownComponents = UnknownComponents.CONTRAINDICATE
+    policy_id: str = "suitsrv/default"
+
+
+@dataclass(frozen=True)
+class Appraisal:
+    """The outcome: status (never better than the worst claim), vector, and why."""
+
+    status: Status
+    vector: TrustVector
+    reasons: tuple[str, ...]
+    evidence: str
+    clock: ClockInfo | None = None
+    rebooted: bool | None = None
+    measured: tuple[tuple[str, str], ...] = field(default=())  # (component, digest hex)
+
+
+def _failed(evidence: str, reason: str) -> Appraisal:
+    vector = TrustVector.every(CRYPTO_FAILED)
+    return Appraisal(status_of(vector), vector, (reason,), evidence)
+
+
+def _matches(digest: tuple[str, bytes], acceptable: Iterable[tuple[str, bytes]]) -> bool:
+    return any(
+        alg == digest[0] and len(value) == len(digest[1]) and hmac.compare_digest(value, digest[1])
+        for alg, value in acceptable
+    )
+
+
+def _compare_images(
+    measured: Sequence[tuple[tuple[bytes, ...] | None, tuple[str, bytes]]],
+    reference: ReferenceValues | None,
+    policy: Policy,
+) -> tuple[int, list[str]]:
+    """executables claim and reasons from (component id or None, digest) measurements."""
+    if reference is None:
+        return WARN_UNRECOGNIZED, ["no reference values: the expected firmware is unknown"]
+    reasons: list[str] = []
+    claim = APPROVED
+    for image in reference.images:
+        named = [d for cid, d in measured if cid == image.component_id]
+        candidates = named or [d for cid, d in measured if cid is None]
+        if any(_matches(d, image.digests) for d in candidates):
+            continue
+        expected = ", ".join(v.hex() for _, v in image.digests)
+        component = "/".join(p.hex() for p in image.component_id) or "(component)"
+        if named:
+            got = ", ".join(v.hex() for _, v in named)
+            reasons.append(f"component {component}: measured {got}, expected {expected}")
+            warn = policy.mismatch is UnknownComponents.WARN
+            claim = max(claim, WARN_UNRECOGNIZED if warn else CONTRAINDICATED)
+        else:
+            reasons.append(f"component {component}: not measured, expected {expected}")
+            claim = CONTRAINDICATED
+    known = [d for image in reference.images for d in image.digests]
+    for cid, digest in measured:
+        if not _matches(digest, known):
+            where = "/".join(p.hex() for p in cid) if cid else "a component"
+            if cid is not None and any(cid == image.component_id for image in reference.images):
+                continue  # already reported as a mismatch above
+            reasons.append(f"{where} measured {digest[1].hex()}, which no reference value names")
+            if claim == APPROVED:
+                bad = policy.unknown_components is UnknownComponents.CONTRAINDICATE
+                claim = CONTRAINDICATED if bad else WARN_UNRECOGNIZED
+    return claim, reasons
+
+
+_TPM_HASH_NAMES = {TpmAlg.SHA1: "sha1", TpmAlg.SHA256: "sha256", TpmAlg.SHA384: "sha384",
+                   TpmAlg.SHA512: "sha512"}  # fmt: skip
+
+
+def appraise_tpm(
+    attest: bytes,
+    signature: bytes,
+    ak: PublicKey | AkKey,
+    *,
+    nonce: bytes,
+    pcrs: PcrValues,
+    event_log: bytes | None,
+    reference: ReferenceValues | None,
+    previous: ClockInfo | None = None,
+    policy: Policy = Policy(),
+) -> Appraisal:
+    """Appraise a TPM quote (with its PCR values and, usually, the compact event log)."""
+    try:
+        quote = verify_quote(attest, signature, ak, nonce=nonce, pcrs=pcrs, previous=previous,
+                             allow_sha1=policy.allow_sha1)  # fmt: skip
+    except FreshnessError as exc:
+        return _failed("tpm-quote", f"not fresh: {exc}")
+    except UnsupportedError as exc:
+        return _failed("tpm-quote", f"refused by policy: {exc}")
+    except AttestError as exc:
+        return _failed("tpm-quote", f"quote does not verify: {exc}")
+    clock = quote.attest.clock_info
+    reasons: list[str] = []
+    vector = TrustVector(instance_identity=APPROVED,
+                         hardware=APPROVED if isinstance(ak, PublicKey) else 0)  # fmt: skip
+    if isinstance(ak, AkKey):
+        reasons.append("AK given as PEM: its TPM attributes were not checked")
+    measured: list[tuple[tuple[bytes, ...] | None, tuple[str, bytes]]] = []
+    if event_log is not None:
+        try:
+            log: EventLog = verify_replay(parse_event_log(event_log), quote.pcrs,
+                                          require_all=True)  # fmt: skip
+        except (DecodeError, AttestError) as exc:
+            return replace(_failed("tpm-quote", f"event log: {exc}"), clock=clock)
+        bank = reference.bank if reference else TpmAlg.SHA256
+        pcr = reference.pcr if reference else 16
+        for event in log.events:
+            digest = event.digests.get(bank)
+            if event.pcr == pcr and digest is not None:
+                measured.append((event.component_id, (_TPM_HASH_NAMES[bank], digest)))
+                if (
+                    reference
+                    and reference.manifest_digest
+                    and event.manifest_digest
+                    and not (hmac.compare_digest(event.manifest_digest, reference.manifest_digest))
+                ):
+                    reasons.append(
+                        f"logged manifest {event.manifest_digest.hex()} is not the expected "
+                        f"{reference.manifest_digest.hex()}"
+                    )
+                    vector = replace(vector, configuration=CONTRAINDICATED)
+        executables, why = _compare_images(measured, reference, policy)
+    elif reference is not None:
+        executables, why = _expected_pcr(quote.pcrs, reference)
+    else:
+        executables, why = WARN_UNRECOGNIZED, ["no event log and no reference values"]
+    vector = replace(vector, executables=executables)
+    if quote.signature is not None and quote.signature.hash_alg is TpmAlg.SHA1:
+        vector = replace(vector, configuration=max(vector.configuration, 32))
+        reasons.append("SHA-1 evidence accepted by policy")
+    return Appraisal(
+        status_of(vector), vector, tuple(reasons + why), "tpm-quote", clock,
+        rebooted_since(previous, clock) if previous else None,
+        tuple(("/".join(p.hex() for p in (c or ())), d.hex()) for c, (_, d) in measured),
+    )  # fmt: skip
+
+
+def _expected_pcr(
+    quoted: Mapping[TpmAlg, Mapping[int, bytes]], reference: ReferenceValues
+) -> tuple[int, list[str]]:
+    """Without a log: the PCR must equal the extends of one digest per image, in order."""
+    value = quoted.get(reference.bank, {}).get(reference.pcr)
+    if value is None:
+        return CONTRAINDICATED, [f"PCR {reference.pcr} was not quoted"]
+    if any(len(image.digests) != 1 for image in reference.images):
+        return WARN_UNRECOGNIZED, ["several acceptable images and no event log to tell them apart"]
+    name = _TPM_HASH_NAMES[reference.bank]
+    pcr = bytes(hashlib.new(name).digest_size)
+    for image in reference.images:
+        pcr = hashlib.new(name, pcr + image.digests[0][1]).digest()
+    if hmac.compare_digest(pcr, value):
+        return APPROVED, []
+    return CONTRAINDICATED, [f"PCR {reference.pcr} is {value.hex()}, expected {pcr.hex()}"]
+
+
+def _psa_component(measurement_type: str | None) -> tuple[bytes, ...] | None:
+    return (measurement_type.encode(),) if measurement_type else None
+
+
+def appraise_psa(
+    data: bytes,
+    keys: Sequence[VerifierKey],
+    *,
+    nonce: bytes,
+    reference: ReferenceValues | None,
+    policy: Policy = Policy(),
+) -> Appraisal:
+    """Appraise a PSA attestation token (RFC 9783; AR4SI mapping of its §"AR4SI mappings")."""
+    try:
+        claims = verify_psa_token(parse_psa_token(data), keys, expected_nonce=nonce).claims
+    except FreshnessError as exc:
+        return _failed("psa-token", f"not fresh: {exc}")
+    except AttestError as exc:
+        return _failed("psa-token", f"token does not verify: {exc}")
+    secured = claims.lifecycle is SecurityLifecycle.SECURED
+    identity = APPROVED if secured else CONTRAINDICATED
+    # A software component is named by its measurement type ("BL", "PRoT") when it has one.
+    measured = [
+        (_psa_component(c.measurement_type), (name, c.measurement_value))
+        for c in claims.software_components
+        if (name := {32: "sha256", 48: "sha384", 64: "sha512"}.get(len(c.measurement_value)))
+    ]
+    executables, why = _compare_images(measured, reference, policy)
+    reasons = ([] if secured else [f"security lifecycle is {claims.lifecycle}"]) + why
+    vector = TrustVector(instance_identity=identity, hardware=APPROVED, executables=executables,
+                         runtime_opaque=identity, storage_opaque=identity)  # fmt: skip
+    return Appraisal(status_of(vector), vector, tuple(reasons), "psa-token",
+                     measured=tuple(("", d.hex()) for _, (_, d) in measured))  # fmt: skip
+
+
+def appraise_eat(
+    data: bytes,
+    keys: Sequence[VerifierKey],
+    *,
+    nonce: bytes,
+    reference: ReferenceValues | None,
+    policy: Policy = Policy(),
+) -> Appraisal:
+    """Appraise an EAT (RFC 9711) whose measured components carry the images' digests."""
+    try:
+        claims = verify_eat(parse_eat(data), keys, expected_nonce=nonce).claims
+    except FreshnessError as exc:
+        return _failed("eat", f"not fresh: {exc}")
+    except AttestError as exc:
+        return _failed("eat", f"token does not verify: {exc}")
+    measured: list[tuple[tuple[bytes, ...] | None, tuple[str, bytes]]] = []
+    for m in claims.measurements:
+        if m.component is not None and (name := digest_name(m.component.digest_alg)):
+            measured.append(((m.component.name.encode(),), (name, m.component.digest)))
+    executables, why = _compare_images([(None, d) for _, d in measured], reference, policy)
+    vector = TrustVector(instance_identity=APPROVED, executables=executables)
+    shown = tuple((c[0].decode(), d.hex()) for c, (_, d) in measured if c)
+    return Appraisal(status_of(vector), vector, tuple(why), "eat", measured=shown)
