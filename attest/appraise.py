@@ -70,10 +70,14 @@ class ExpectedImage:
 
 @dataclass(frozen=True)
 class ReferenceValues:
-    images: tuple[ExpectedImage, ...]
+    """What the device must run: images (from the SUIT manifest) and, for callers who have
+    golden values instead (the CLI's ``--expect``), PCR values that must be quoted exactly."""
+
+    images: tuple[ExpectedImage, ...] = ()
     manifest_digest: bytes | None = None
     pcr: int = 16
     bank: TpmAlg = TpmAlg.SHA256
+    expected_pcrs: Mapping[tuple[TpmAlg, int], bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -209,10 +213,16 @@ def appraise_tpm(
                     )
                     vector = replace(vector, configuration=CONTRAINDICATED)
         executables, why = _compare_images(measured, reference, policy)
-    elif reference is not None:
+    elif reference is not None and reference.images:
         executables, why = _expected_pcr(quote.pcrs, reference)
+    elif reference is not None and reference.expected_pcrs:
+        executables, why = APPROVED, []  # decided by the golden PCR values just below
     else:
         executables, why = WARN_UNRECOGNIZED, ["no event log and no reference values"]
+    if reference is not None and reference.expected_pcrs:
+        pcr_claim, pcr_why = _golden_pcrs(quote.pcrs, reference.expected_pcrs)
+        executables = pcr_claim if not reference.images else max(executables, pcr_claim)
+        why = (why if reference.images else []) + pcr_why
     vector = replace(vector, executables=executables)
     if quote.signature is not None and quote.signature.hash_alg is TpmAlg.SHA1:
         vector = replace(vector, configuration=max(vector.configuration, 32))
@@ -222,6 +232,19 @@ def appraise_tpm(
         rebooted_since(previous, clock) if previous else None,
         tuple(("/".join(p.hex() for p in (c or ())), d.hex()) for c, (_, d) in measured),
     )  # fmt: skip
+
+
+def _golden_pcrs(
+    quoted: Mapping[TpmAlg, Mapping[int, bytes]], expected: Mapping[tuple[TpmAlg, int], bytes]
+) -> tuple[int, list[str]]:
+    reasons = []
+    for (bank, index), value in sorted(expected.items()):
+        got = quoted.get(bank, {}).get(index)
+        if got is None:
+            reasons.append(f"{bank.name.lower()}:{index} was not quoted")
+        elif not hmac.compare_digest(got, value):
+            reasons.append(f"{bank.name.lower()}:{index} is {got.hex()}, expected {value.hex()}")
+    return (CONTRAINDICATED if reasons else APPROVED), reasons
 
 
 def _expected_pcr(

@@ -217,3 +217,21 @@ def _other_point() -> dict[str, str]:
         return base64.urlsafe_b64encode(n.to_bytes(32, "big")).rstrip(b"=").decode()
 
     return {"x": b64(numbers.x), "y": b64(numbers.y)}
+
+
+def test_golden_pcr_values(device: Device) -> None:
+    _boot(device, [(b"firmware", FIRMWARE)])
+    nonce = secrets.token_bytes(32)
+    attest, sig, pcrs = _evidence(device, nonce)
+    pcr16 = pcrs.banks[TpmAlg.SHA256][16]
+    good = ReferenceValues(expected_pcrs={(TpmAlg.SHA256, 16): pcr16})
+    result = appraise_tpm(attest, sig, device.public, nonce=nonce, pcrs=pcrs, event_log=None,
+                          reference=good)  # fmt: skip
+    assert result.status is Status.AFFIRMING
+    bad = ReferenceValues(expected_pcrs={(TpmAlg.SHA256, 16): bytes(32)})
+    result = appraise_tpm(attest, sig, device.public, nonce=nonce, pcrs=pcrs, event_log=None,
+                          reference=bad)  # fmt: skip
+    assert result.status is Status.CONTRAINDICATED and pcr16.hex() in result.reasons[0]
+    nothing = appraise_tpm(attest, sig, device.public, nonce=nonce, pcrs=pcrs, event_log=None,
+                           reference=ReferenceValues())  # fmt: skip
+    assert nothing.status is Status.WARNING  # an empty reference proves nothing
