@@ -39,7 +39,12 @@ ALGORITHM_NAMES: Final = {
     "Ed25519": Algorithm.ED25519,
     "HMAC256": Algorithm.HMAC_256_256,
 }
-_KEY_NAMES: Final = {"report_key", "ek_pem", "ek_certificate", "iak_pem", "ak_pem", "mud_url"}
+#: Keys a device may be registered with: report signing key, TPM EK/AK (ak_public is a base64
+#: TPM2B_PUBLIC), the IAK of COSE evidence (PEM or JWK), a MUD URL.
+_KEY_NAMES: Final = {
+    "report_key", "ek_pem", "ek_public", "ek_certificate", "ak_pem", "ak_public", "iak_pem",
+    "iak_jwk", "mud_url",
+}  # fmt: skip
 
 
 def check_name(value: object, what: str) -> str:

@@ -20,6 +20,10 @@ Example ``suitsrv.toml``::
     [tls]
     cert = "/etc/suitsrv/cert.pem"
     key = "/etc/suitsrv/key.pem"
+
+    [attestation]
+    nonce-ttl = 120      # seconds a challenge stays valid
+    result-ttl = 3600    # exp of an attestation result (EAR) after its iat
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ class Config:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     access_log: bool = True
+    nonce_ttl: int = 120
+    result_ttl: int = 3600
 
     @property
     def database_path(self) -> Path:
@@ -76,7 +82,9 @@ class Config:
         return f"{scheme}://{host}:{self.port}"
 
 
-_FILE_KEYS: Final = {"data-dir", "listen", "public-base-url", "limits", "poll", "tls", "access-log"}
+_FILE_KEYS: Final = {
+    "data-dir", "listen", "public-base-url", "limits", "poll", "tls", "access-log", "attestation",
+}  # fmt: skip
 _ENV: Final = {
     "SUITSRV_DATA_DIR": "data-dir",
     "SUITSRV_LISTEN": "listen",
@@ -89,6 +97,8 @@ _ENV: Final = {
     "SUITSRV_TLS_CERT": "tls.cert",
     "SUITSRV_TLS_KEY": "tls.key",
     "SUITSRV_ACCESS_LOG": "access-log",
+    "SUITSRV_NONCE_TTL": "attestation.nonce-ttl",
+    "SUITSRV_RESULT_TTL": "attestation.result-ttl",
 }
 
 
@@ -134,7 +144,11 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     limits_t = _table(doc, "limits", {"envelope-bytes", "payload-bytes", "report-bytes"})
     poll_t = _table(doc, "poll", {"interval", "jitter"})
     tls_t = _table(doc, "tls", {"cert", "key"})
-    flat: dict[str, Any] = {k: v for k, v in doc.items() if k not in ("limits", "poll", "tls")}
+    att_t = _table(doc, "attestation", {"nonce-ttl", "result-ttl"})
+    flat: dict[str, Any] = {
+        k: v for k, v in doc.items() if k not in ("limits", "poll", "tls", "attestation")
+    }
+    flat.update({f"attestation.{k}": v for k, v in att_t.items()})
     flat.update({f"limits.{k}": v for k, v in limits_t.items()})
     flat.update({f"poll.{k}": v for k, v in poll_t.items()})
     flat.update({f"tls.{k}": v for k, v in tls_t.items()})
@@ -177,6 +191,8 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
             ),
         ),
         access_log=str(flat.get("access-log", "true")).lower() not in ("0", "false", "no", "off"),
+        nonce_ttl=_int(flat.get("attestation.nonce-ttl", 120), "nonce-ttl", 5, 3600),
+        result_ttl=_int(flat.get("attestation.result-ttl", 3600), "result-ttl", 60, 30 * 86400),
     )
     cert, key = flat.get("tls.cert"), flat.get("tls.key")
     if (cert is None) != (key is None):

@@ -18,6 +18,7 @@ from .records import (
     Role,
     TokenRecord,
     VendorRecord,
+    VerdictRecord,
 )
 from .sqlite import SqliteStore
 
@@ -34,6 +35,7 @@ __all__ = [
     "Store",
     "TokenRecord",
     "VendorRecord",
+    "VerdictRecord",
     "is_sha256_hex",
 ]
 
@@ -71,4 +73,6 @@ class Store(Protocol):
     async def record_report(
         self, report: ReportRecord, release: ReleaseRecord, raw: bytes
     ) -> int: ...
+    async def put_verdict(self, verdict: VerdictRecord) -> None: ...
+    async def get_verdict(self, device_id: str) -> VerdictRecord | None: ...
     def close(self) -> None: ...

@@ -72,8 +72,18 @@ def _initial(db: Database) -> None:
     db.table("reports").create_index(["device_id", "received_at"])
 
 
+def _verdicts(db: Database) -> None:
+    db.table("verdicts").create(
+        {"device_id": str, "status": str, "ear": str, "evidence": str, "appraised_at": float,
+         "expires_at": float, "reasons": str, "clock": str, "ak_name": str},
+        pk="device_id", foreign_keys=[("device_id", "devices", "device_id")],
+        not_null={"status", "ear", "evidence", "appraised_at", "expires_at"},
+    )  # fmt: skip
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Database], None]]] = [
     (1, "initial schema", _initial),
+    (2, "attestation verdicts", _verdicts),
 ]
 
 

@@ -25,6 +25,7 @@ from .records import (
     Role,
     TokenRecord,
     VendorRecord,
+    VerdictRecord,
     sequence_key,
 )
 
@@ -396,3 +397,32 @@ def record_report(db: Database, report: ReportRecord, release: ReleaseRecord, ra
              sequence_key(release.sequence_number), report.received_at],
         )  # fmt: skip
     return int(cur.lastrowid or 0)
+
+
+# -- attestation verdicts ---------------------------------------------------------------------
+
+
+def put_verdict(db: Database, verdict: VerdictRecord) -> None:
+    db.table("verdicts").upsert(
+        {"device_id": verdict.device_id, "status": verdict.status, "ear": verdict.ear,
+         "evidence": verdict.evidence, "appraised_at": verdict.appraised_at,
+         "expires_at": verdict.expires_at, "reasons": json.dumps(list(verdict.reasons)),
+         "clock": json.dumps(list(verdict.clock)) if verdict.clock else None,
+         "ak_name": verdict.ak_name},
+        pk="device_id",
+    )  # fmt: skip
+
+
+def get_verdict(db: Database, device_id: str) -> VerdictRecord | None:
+    row = db.execute(
+        "SELECT device_id, status, ear, evidence, appraised_at, expires_at, reasons, clock, "
+        "ak_name FROM verdicts WHERE device_id = ?",
+        [device_id],
+    ).fetchone()
+    if row is None:
+        return None
+    clock = json.loads(row[7]) if row[7] else None
+    return VerdictRecord(
+        row[0], row[1], row[2], row[3], row[4], row[5], tuple(json.loads(row[6] or "[]")),
+        (int(clock[0]), int(clock[1]), int(clock[2]), bool(clock[3])) if clock else None, row[8],
+    )  # fmt: skip

@@ -16,6 +16,7 @@ __all__ = [
     "Role",
     "TokenRecord",
     "VendorRecord",
+    "VerdictRecord",
     "sequence_key",
 ]
 
@@ -131,3 +132,19 @@ class ReportRecord:
     authenticated_by: str
     received_at: float
     records: tuple[object, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class VerdictRecord:
+    """A device's latest attestation result: the signed EAR as issued, and what a later quote
+    is compared with (the TPM clock of this one)."""
+
+    device_id: str
+    status: str
+    ear: str
+    evidence: str
+    appraised_at: float
+    expires_at: float
+    reasons: tuple[str, ...] = ()
+    clock: tuple[int, int, int, bool] | None = None  # clock, resetCount, restartCount, safe
+    ak_name: str | None = None

@@ -32,6 +32,7 @@ from .records import (
     Role,
     TokenRecord,
     VendorRecord,
+    VerdictRecord,
 )
 
 __all__ = ["SqliteStore"]
@@ -183,6 +184,12 @@ class SqliteStore:
         self, device_id: str, now: int, limit: int, satisfies: q.VersionCheck
     ) -> tuple[DeviceRecord | None, ReleaseRecord | None]:
         return await self.read(q.update_view, device_id, now, limit, satisfies)
+
+    async def put_verdict(self, verdict: VerdictRecord) -> None:
+        await self.write(q.put_verdict, verdict)
+
+    async def get_verdict(self, device_id: str) -> VerdictRecord | None:
+        return await self.read(q.get_verdict, device_id)
 
     async def record_report(self, report: ReportRecord, release: ReleaseRecord, raw: bytes) -> int:
         return await self.write(q.record_report, report, release, raw)

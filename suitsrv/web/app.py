@@ -21,10 +21,13 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from attest import AttestError
 from manifests import ManifestError
+from suitsrv.attestation import EarSigner, Verifier
 from suitsrv.auth import Principal, TokenCache, authenticate, require
 from suitsrv.config import Config
 from suitsrv.errors import PROBLEM_BASE, Forbidden, ServiceError
+from suitsrv.nonces import NonceBook
 from suitsrv.store import Role, Store
 
 __all__ = [
@@ -34,6 +37,7 @@ __all__ = [
     "RNG",
     "STORE",
     "TOKENS",
+    "VERIFIER",
     "Handler",
     "JsonAccessLogger",
     "Route",
@@ -80,6 +84,7 @@ class InFlight:
 
 INFLIGHT: web.AppKey[InFlight] = web.AppKey("inflight")
 TOKENS: web.AppKey[TokenCache] = web.AppKey("tokens")
+VERIFIER: web.AppKey[Verifier] = web.AppKey("verifier")
 
 
 @web.middleware
@@ -147,7 +152,7 @@ async def problem_middleware(
         return problem_response(
             exc.status, exc.problem_type, exc.title, exc.detail, exc.headers, **exc.extensions
         )
-    except ManifestError as exc:
+    except (ManifestError, AttestError) as exc:
         title = type(exc).__name__.removesuffix("Error").replace("Decode", "Malformed input")
         return problem_response(exc.status, exc.problem_type, title, str(exc))
     except web.HTTPException as exc:
@@ -212,6 +217,7 @@ def create_app(
     routes: Iterable[Route] | None = None,
     clock: Callable[[], float] = time.time,
     rng: random.Random | None = None,
+    signer: EarSigner | None = None,
 ) -> web.Application:
     """The service's aiohttp application over ``store``."""
     if routes is None:
@@ -230,6 +236,11 @@ def create_app(
     app[ROUTES] = table
     app[INFLIGHT] = InFlight()
     app[TOKENS] = TokenCache()
+    app[VERIFIER] = Verifier(
+        config,
+        signer or EarSigner.load_or_create(config.data_dir / "verifier" / "ear-key.pem"),
+        NonceBook(ttl=config.nonce_ttl),
+    )
     for route in table:
         app.router.add_route(route.method, route.path, _guard(route))
     return app

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from . import device, operator, public, vendor
+from . import attestation, device, operator, public, vendor
 from .app import Route
 
 __all__ = ["all_routes"]
 
 
 def all_routes() -> list[Route]:
-    return [*public.routes(), *operator.routes(), *vendor.routes(), *device.routes()]
+    return [
+        *public.routes(),
+        *operator.routes(),
+        *vendor.routes(),
+        *device.routes(),
+        *attestation.routes(),
+    ]

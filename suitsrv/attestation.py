@@ -1,0 +1,257 @@
+"""Attestation, the service side (RFC 9334 Verifier): challenges, evidence appraisal against the
+release a device installed, signed EAR results, and the device's latest verdict.
+
+Reference values come from the SUIT manifest the device reported installing (DESIGN.md "How a
+manifest becomes a reference value"); nobody types golden measurements. The result is an EAR
+(draft-ietf-rats-ear) signed with the service's ES256 key, published as a JWKS, so a gateway
+can check it without asking again.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from attest import AttestError
+from attest.appraise import (
+    Appraisal,
+    ExpectedImage,
+    Policy,
+    ReferenceValues,
+    appraise_eat,
+    appraise_psa,
+    appraise_tpm,
+)
+from attest.ear import public_jwk, sign_ear_jwt
+from attest.ear_claims import Ear, Submod, VerifierId
+from attest.keys import VerifierKey, key_from_jwk, key_from_pem
+from attest.quote import PcrValues, pcr_values_from_mapping
+from attest.tpm import AkKey, ClockInfo, PublicKey, parse_public, public_from_pem
+from manifests import parse_envelope, summarize
+from manifests.numbers import DigestAlg
+
+from . import __version__
+from .config import Config
+from .errors import InvalidRequest
+from .nonces import NonceBook
+from .store import DeviceRecord, Store, VerdictRecord
+
+__all__ = ["EarSigner", "Evidence", "Verifier", "attest_device", "parse_evidence", "reference_for"]
+
+_DIGEST_NAMES = {DigestAlg.SHA256: "sha256", DigestAlg.SHA384: "sha384", DigestAlg.SHA512: "sha512"}
+_FORMATS = ("tpm2-quote", "psa-token", "eat")
+DEFAULT_POLICY = Policy()
+
+
+class EarSigner:
+    """The service's EAR signing key (ES256), kept in the data directory (0600)."""
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey) -> None:
+        self.key = key
+        jwk = public_jwk(key.public_key(), "")
+        # RFC 7638 thumbprint: SHA-256 over the required members in lexicographic order.
+        members = json.dumps({k: jwk[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":"))
+        digest = hashlib.sha256(members.encode()).digest()
+        self.kid = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> EarSigner:
+        if path.exists():
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            if not isinstance(key, ec.EllipticCurvePrivateKey):
+                raise RuntimeError(f"{path} is not an EC private key")
+            return cls(key)
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )  # fmt: skip
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ear-key-")
+        with os.fdopen(fd, "wb") as fh:  # mkstemp creates it 0600
+            fh.write(pem)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        return cls(key)
+
+    def sign(self, ear: Ear) -> str:
+        return sign_ear_jwt(ear, self.key, self.kid)
+
+    def jwks(self) -> dict[str, object]:
+        return {"keys": [public_jwk(self.key.public_key(), self.kid)]}
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One submission: the nonce it answers and the evidence in one of three formats."""
+
+    nonce: bytes
+    format: str
+    quote: bytes = b""
+    signature: bytes = b""
+    pcrs: PcrValues | None = None
+    event_log: bytes | None = None
+    token: bytes = b""
+
+
+def _b64(body: Mapping[str, Any], key: str, *, required: bool = True) -> bytes | None:
+    value = body.get(key)
+    if value is None:
+        if required:
+            raise InvalidRequest(f"evidence needs '{key}' (base64)")
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequest(f"'{key}' must be a base64 string")
+    try:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(f"'{key}' is not base64") from None
+
+
+def parse_evidence(body: Mapping[str, Any]) -> Evidence:
+    """Evidence from its JSON form (docs/attestation.md); InvalidRequest names what is wrong."""
+    kind = body.get("format")
+    if kind not in _FORMATS:
+        raise InvalidRequest(f"format must be one of {list(_FORMATS)}")
+    nonce = _b64(body, "nonce")
+    assert nonce is not None
+    if kind != "tpm2-quote":
+        token = _b64(body, "token")
+        assert token is not None
+        return Evidence(nonce, str(kind), token=token)
+    pcrs = body.get("pcrs")
+    if not isinstance(pcrs, dict):
+        raise InvalidRequest('TPM evidence needs "pcrs": {"sha256": {"16": "<hex>"}}')
+    try:
+        values = pcr_values_from_mapping(pcrs)
+    except AttestError as exc:
+        raise InvalidRequest(f"pcrs: {exc}") from exc
+    quote, signature = _b64(body, "quote"), _b64(body, "signature")
+    assert quote is not None and signature is not None
+    return Evidence(
+        nonce, "tpm2-quote", quote, signature, values, _b64(body, "event_log", required=False)
+    )
+
+
+async def reference_for(store: Store, device: DeviceRecord) -> ReferenceValues | None:
+    """The images of the releases the device reported installing, as reference values."""
+    images: list[ExpectedImage] = []
+    digests: list[bytes] = []
+    for install in await store.installs_of(device.device_id):
+        release = await store.get_release(install.digest)
+        if release is None:
+            continue
+        digests.append(bytes.fromhex(release.digest))
+        for summary in summarize(parse_envelope(release.envelope).manifest):
+            acceptable = tuple(
+                (_DIGEST_NAMES[d.algorithm], d.value)
+                for d in summary.image_digests
+                if d.algorithm in _DIGEST_NAMES
+            )
+            if acceptable:
+                images.append(ExpectedImage(summary.component_id, acceptable))
+    if not images:
+        return None
+    return ReferenceValues(tuple(images), digests[0] if len(digests) == 1 else None)
+
+
+def _ak(device: DeviceRecord) -> PublicKey | AkKey:
+    try:
+        if "ak_public" in device.keys:
+            return parse_public(base64.b64decode(device.keys["ak_public"]))
+        if "ak_pem" in device.keys:
+            return public_from_pem(device.keys["ak_pem"].encode())
+    except (AttestError, binascii.Error, ValueError) as exc:
+        raise InvalidRequest(f"the device's registered AK is unusable: {exc}") from exc
+    raise InvalidRequest("the device has no attestation key (AK) enrolled")
+
+
+def _iak(device: DeviceRecord) -> list[VerifierKey]:
+    name = f"device/{device.device_id}"
+    try:
+        if "iak_pem" in device.keys:
+            return [key_from_pem(device.keys["iak_pem"].encode(), name=name)]
+        if "iak_jwk" in device.keys:
+            return [key_from_jwk(json.loads(device.keys["iak_jwk"]), name=name)]
+    except (AttestError, ValueError) as exc:
+        raise InvalidRequest(f"the device's registered IAK is unusable: {exc}") from exc
+    raise InvalidRequest("the device has no initial attestation key (IAK) registered")
+
+
+@dataclass(frozen=True)
+class Verifier:
+    """What appraisal needs besides the store: settings, the EAR key, the open challenges."""
+
+    config: Config
+    signer: EarSigner
+    nonces: NonceBook
+    policy: Policy = DEFAULT_POLICY
+
+
+async def attest_device(
+    store: Store, verifier: Verifier, device: DeviceRecord, evidence: Evidence, now: float
+) -> VerdictRecord:
+    """Appraise evidence answering one of this device's challenges, sign the EAR, keep it as
+    the device's latest verdict. A stale or unknown nonce is refused (422) and stores nothing;
+    evidence that fails appraisal is a stored contraindicated verdict, not an error."""
+    config, policy = verifier.config, verifier.policy
+    challenge = verifier.nonces.consume(evidence.nonce, device.device_id, now)
+    reference = await reference_for(store, device)
+    previous = await store.get_verdict(device.device_id)
+    appraisal: Appraisal
+    if evidence.format == "tpm2-quote":
+        ak = _ak(device)
+        clock = ClockInfo(*previous.clock) if previous and previous.clock else None
+        appraisal = appraise_tpm(
+            evidence.quote, evidence.signature, ak, nonce=challenge.nonce,
+            pcrs=evidence.pcrs or PcrValues({}), event_log=evidence.event_log,
+            reference=reference, previous=clock, policy=policy,
+        )  # fmt: skip
+    elif evidence.format == "psa-token":
+        appraisal = appraise_psa(evidence.token, _iak(device), nonce=challenge.nonce,
+                                 reference=reference, policy=policy)  # fmt: skip
+    else:
+        appraisal = appraise_eat(evidence.token, _iak(device), nonce=challenge.nonce,
+                                 reference=reference, policy=policy)  # fmt: skip
+    iat = int(now)
+    extra: dict[str, object] = {
+        "suitsrv.device_id": device.device_id,
+        "suitsrv.evidence": appraisal.evidence,
+        "suitsrv.reasons": list(appraisal.reasons),
+    }
+    if appraisal.rebooted is not None:
+        extra["suitsrv.rebooted"] = appraisal.rebooted
+    ear = Ear(
+        iat=iat,
+        verifier_id=VerifierId("suitsrv", __version__),
+        submods={device.device_id: Submod(appraisal.status, appraisal.vector,
+                                          (policy.policy_id,), challenge.nonce, extra)},
+        exp=iat + config.result_ttl,
+        nonce=challenge.nonce,
+    )  # fmt: skip
+    c = appraisal.clock
+    verdict = VerdictRecord(
+        device_id=device.device_id,
+        status=str(appraisal.status),
+        ear=verifier.signer.sign(ear),
+        evidence=appraisal.evidence,
+        appraised_at=now,
+        expires_at=float(iat + config.result_ttl),
+        reasons=appraisal.reasons,
+        clock=(c.clock, c.reset_count, c.restart_count, c.safe) if c else
+        (previous.clock if previous else None),
+    )  # fmt: skip
+    await store.put_verdict(verdict)
+    return verdict

@@ -1,0 +1,127 @@
+"""Attestation API: challenges, evidence (device-pushed or relayed by its gateway), verdicts,
+and the verifier's public key as a JWKS."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from aiohttp import web
+
+from suitsrv import attestation
+from suitsrv.auth import Principal
+from suitsrv.errors import InvalidRequest, NotFound
+from suitsrv.store import DeviceRecord, Role, VerdictRecord
+
+from .app import CLOCK, STORE, VERIFIER, Route, json_response, principal_of
+from .vendor import read_body
+
+__all__ = ["routes"]
+
+_JSON_LIMIT = 4 << 20  # quotes are small; compact event logs of a few components too
+
+
+async def _json(request: web.Request) -> dict[str, Any]:
+    data = await read_body(request, _JSON_LIMIT, "application/json")
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise InvalidRequest("body must be a JSON object")
+    return body
+
+
+async def _target(
+    request: web.Request, principal: Principal | None, device_id: object
+) -> DeviceRecord:
+    """The device a caller may attest: a device itself; a gateway its own devices; operators any."""
+    caller = principal_of(principal)
+    if caller.role is Role.DEVICE:
+        device_id = caller.scope
+    if not isinstance(device_id, str) or not device_id:
+        raise InvalidRequest("device_id is required")
+    device = await request.app[STORE].get_device(device_id)
+    if device is None or (caller.role is Role.GATEWAY and device.gateway != caller.scope):
+        raise NotFound(f"no device {device_id} of yours")
+    return device
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _verdict_view(verdict: VerdictRecord) -> dict[str, object]:
+    return {
+        "device_id": verdict.device_id,
+        "status": verdict.status,
+        "ear": verdict.ear,
+        "evidence": verdict.evidence,
+        "reasons": list(verdict.reasons),
+        "appraised_at": verdict.appraised_at,
+        "expires_at": verdict.expires_at,
+    }
+
+
+async def post_challenge(request: web.Request, principal: Principal | None) -> web.StreamResponse:
+    caller = principal_of(principal)
+    body = {} if caller.role is Role.DEVICE else await _json(request)
+    device = await _target(request, principal, body.get("device_id"))
+    nonces = request.app[VERIFIER].nonces
+    challenge = nonces.issue(device.device_id, caller.token_id, request.app[CLOCK]())
+    return json_response(
+        {"device_id": device.device_id, "nonce": _b64(challenge.nonce),
+         "expires_at": challenge.expires_at},
+        status=201, headers={"Cache-Control": "no-store"},
+    )  # fmt: skip
+
+
+async def post_evidence(request: web.Request, principal: Principal | None) -> web.StreamResponse:
+    body = await _json(request)
+    device = await _target(request, principal, body.get("device_id"))
+    app = request.app
+    evidence = attestation.parse_evidence(body)
+    verdict = await attestation.attest_device(
+        app[STORE], app[VERIFIER], device, evidence, app[CLOCK]()
+    )
+    return json_response(_verdict_view(verdict))
+
+
+async def get_verdict(request: web.Request, principal: Principal | None) -> web.StreamResponse:
+    device = await _target(request, principal, request.match_info["device_id"])
+    verdict = await request.app[STORE].get_verdict(device.device_id)
+    if verdict is None:
+        raise NotFound(f"device {device.device_id} has not been attested")
+    return json_response(_verdict_view(verdict))
+
+
+async def get_jwks(request: web.Request, principal: Principal | None) -> web.StreamResponse:
+    jwks = request.app[VERIFIER].signer.jwks()
+    return json_response(jwks, headers={"Cache-Control": "max-age=300"})
+
+
+def routes() -> list[Route]:
+    device = frozenset({Role.DEVICE})
+    relays = frozenset({Role.GATEWAY, Role.OPERATOR})
+    verdict_responses = {200: "the EAR and its status", 400: "malformed evidence",
+                         404: "no such device of yours", 422: "stale or unknown nonce"}  # fmt: skip
+    return [
+        Route("POST", "/v1/device/attestation/challenge", post_challenge, device,
+              "A single-use nonce for this device", "attestation",
+              responses={201: "challenge"}),
+        Route("POST", "/v1/device/attestation/evidence", post_evidence, device,
+              "Submit evidence answering a challenge; returns the signed EAR", "attestation",
+              request_type="application/json", responses=verdict_responses),
+        Route("POST", "/v1/gateway/attestation/challenge", post_challenge, relays,
+              "A single-use nonce for one of the gateway's devices", "attestation",
+              request_type="application/json", responses={201: "challenge", 404: "not yours"}),
+        Route("POST", "/v1/gateway/attestation/verify", post_evidence, relays,
+              "Relay a device's evidence (background check); returns the signed EAR",
+              "attestation", request_type="application/json", responses=verdict_responses),
+        Route("GET", "/v1/gateway/devices/{device_id}/verdict", get_verdict, relays,
+              "A device's latest attestation result", "attestation",
+              responses={200: "verdict", 404: "none"}, parameters=("device_id",)),
+        Route("GET", "/.well-known/jwks.json", get_jwks, None,
+              "The verifier's EAR signing key (JWKS)", "public", responses={200: "JWKS"}),
+    ]  # fmt: skip

@@ -1,0 +1,177 @@
+"""Attestation over HTTP with a real swtpm device: challenge, quote of the installed firmware,
+signed EAR checked with the published JWKS, replay refused, tampering contraindicated, and the
+gateway relaying evidence for its own devices only."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tpm2_pytss import ESAPI
+from tpm2_pytss import types as tss
+from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPMA_OBJECT
+
+from attest.ear import verify_ear_jwt
+from attest.ear_claims import Status
+from attest.eventlog import Event, encode_compact_log
+from attest.keys import key_from_jwk
+from attest.tpm import TpmAlg
+from manifests import build_report, parse_envelope
+from manifests.report import ReportResult
+from suitsrv import accounts
+from suitsrv.store import Role
+
+from .service_fixtures import Service, start_service
+from .swtpm import running_swtpm
+
+AK_ATTRS = (
+    TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT | TPMA_OBJECT.SENSITIVEDATAORIGIN
+    | TPMA_OBJECT.USERWITHAUTH | TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.SIGN_ENCRYPT
+)  # fmt: skip
+FIRMWARE = b"thermostat firmware 1.5.0 " * 400
+
+
+@dataclass
+class Tpm:
+    esapi: ESAPI
+    ak: ESYS_TR
+    ak_public: bytes
+
+
+@pytest.fixture(scope="module")
+def tpm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tpm]:
+    with running_swtpm(tmp_path_factory.mktemp("swtpm")) as sw, ESAPI(sw.tcti) as esapi:
+        template = tss.TPM2B_PUBLIC(tss.TPMT_PUBLIC.parse("ecc256:ecdsa-sha256:null", AK_ATTRS))
+        handle, public = esapi.create_primary(None, template, ESYS_TR.ENDORSEMENT)[:2]
+        try:
+            yield Tpm(esapi, handle, public.marshal())
+        finally:
+            esapi.flush_context(handle)
+
+
+@pytest.fixture
+async def svc(tmp_path: Path, aiohttp_client: Any, tpm: Tpm) -> AsyncIterator[Service]:
+    service = await start_service(tmp_path, aiohttp_client)
+    _, token = await accounts.register_device(
+        service.store, "tpm-dev", "acme", class_name="thermostat-v2", gateway="gw-1",
+        keys={"ak_public": base64.b64encode(tpm.ak_public).decode()}, now=service.clock(),
+    )  # fmt: skip
+    service.devices["tpm-dev"] = token
+    yield service
+    service.store.close()
+
+
+async def _install(svc: Service, image: bytes) -> None:
+    """Publish a release of ``image`` and have tpm-dev report installing it."""
+    await svc.upload_payload(image)
+    envelope = svc.envelope(4, image)
+    assert (await svc.upload_manifest(envelope)).status == 201
+    report = build_report(
+        reference_uri="", manifest_digest=parse_envelope(envelope).digest,
+        result=ReportResult(success=True),
+    )  # fmt: skip
+    headers = {**svc.auth(svc.devices["tpm-dev"]), "Content-Type": "application/suit-report+cose"}
+    assert (await svc.client.post("/v1/device/reports", data=report, headers=headers)).status == 201
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _evidence(tpm: Tpm, nonce_b64: str, image: bytes) -> dict[str, Any]:
+    """What the device agent does at boot and when challenged: measure, log, quote."""
+    nonce = base64.urlsafe_b64decode(nonce_b64 + "=" * (-len(nonce_b64) % 4))
+    digest = hashlib.sha256(image).digest()
+    tpm.esapi.pcr_reset(ESYS_TR.PCR16)
+    tpm.esapi.pcr_extend(ESYS_TR.PCR16, tss.TPML_DIGEST_VALUES(
+        [tss.TPMT_HA(hashAlg=TPM2_ALG.SHA256, digest=tss.TPMU_HA(sha256=digest))]))  # fmt: skip
+    log = encode_compact_log([Event(16, None, {TpmAlg.SHA256: digest}, b"", (b"firmware",))])
+    attest, signature = tpm.esapi.quote(tpm.ak, "sha256:16", nonce)
+    # Keep the TPML_DIGEST alive while reading it: tpm2-pytss frees its C memory with the object.
+    _, _, values = tpm.esapi.pcr_read("sha256:16")
+    pcr16 = bytes(values.digests[0])
+    return {
+        "format": "tpm2-quote", "nonce": nonce_b64, "quote": _b64(bytes(attest)),
+        "signature": _b64(signature.marshal()), "pcrs": {"sha256": {"16": pcr16.hex()}},
+        "event_log": _b64(log),
+    }  # fmt: skip
+
+
+async def _challenge(
+    svc: Service, token: str, body: dict[str, str] | None = None, path: str = "device"
+) -> str:
+    headers = svc.auth(token)
+    url = f"/v1/{path}/attestation/challenge"
+    resp = (
+        await svc.client.post(url, json=body, headers=headers)
+        if body
+        else await svc.client.post(url, headers=headers)
+    )
+    assert resp.status == 201, await resp.text()
+    nonce: str = (await resp.json())["nonce"]
+    return nonce
+
+
+async def test_device_attests_the_installed_firmware(svc: Service, tpm: Tpm) -> None:
+    await _install(svc, FIRMWARE)
+    token = svc.devices["tpm-dev"]
+    nonce = await _challenge(svc, token)
+    evidence = _evidence(tpm, nonce, FIRMWARE)
+    resp = await svc.client.post(
+        "/v1/device/attestation/evidence", json=evidence, headers=svc.auth(token)
+    )
+    assert resp.status == 200, await resp.text()
+    verdict = await resp.json()
+    assert verdict["status"] == "affirming", verdict["reasons"]
+    # A gateway checks the EAR itself with the published key.
+    jwks = await (await svc.client.get("/.well-known/jwks.json")).json()
+    key = key_from_jwk(jwks["keys"][0], name="suitsrv")
+    nonce_bytes = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
+    ear = verify_ear_jwt(verdict["ear"], key, now=int(svc.clock()), expected_nonce=nonce_bytes)
+    (submod,) = ear.submods.values()
+    assert submod.status is Status.AFFIRMING and submod.vector.executables == 2
+    # The same evidence again: the nonce was single-use.
+    again = await svc.client.post(
+        "/v1/device/attestation/evidence", json=evidence, headers=svc.auth(token)
+    )
+    assert again.status == 422 and (await again.json())["type"].endswith("evidence-not-fresh")
+
+
+async def test_tampered_firmware_is_a_stored_contraindicated_verdict(
+    svc: Service, tpm: Tpm
+) -> None:
+    await _install(svc, FIRMWARE)
+    gateway, _ = await accounts.issue_credential(svc.store, Role.GATEWAY, "gw-1", now=svc.clock())
+    nonce = await _challenge(svc, gateway, {"device_id": "tpm-dev"}, path="gateway")
+    evidence = {**_evidence(tpm, nonce, FIRMWARE + b"!"), "device_id": "tpm-dev"}
+    resp = await svc.client.post(
+        "/v1/gateway/attestation/verify", json=evidence, headers=svc.auth(gateway)
+    )
+    assert resp.status == 200
+    verdict = await resp.json()
+    assert verdict["status"] == "contraindicated"
+    assert any(hashlib.sha256(FIRMWARE).hexdigest() in r for r in verdict["reasons"])
+    stored = await svc.client.get("/v1/gateway/devices/tpm-dev/verdict", headers=svc.auth(gateway))
+    assert (await stored.json())["ear"] == verdict["ear"]
+
+
+async def test_gateways_reach_only_their_own_devices(svc: Service) -> None:
+    other, _ = await accounts.issue_credential(svc.store, Role.GATEWAY, "gw-2", now=svc.clock())
+    url = "/v1/gateway/attestation/challenge"
+    resp = await svc.client.post(url, json={"device_id": "tpm-dev"}, headers=svc.auth(other))
+    assert resp.status == 404
+    resp = await svc.client.get("/v1/gateway/devices/tpm-dev/verdict", headers=svc.auth(other))
+    assert resp.status == 404
+
+
+async def test_malformed_evidence_is_a_problem(svc: Service) -> None:
+    token = svc.devices["tpm-dev"]
+    headers = svc.auth(token)
+    for body in ({"format": "x"}, {"format": "tpm2-quote", "nonce": "AA"}, {"format": "eat"}):
+        resp = await svc.client.post("/v1/device/attestation/evidence", json=body, headers=headers)
+        assert resp.status == 400 and resp.content_type == "application/problem+json"
