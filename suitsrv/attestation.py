@@ -35,6 +35,7 @@ from attest.appraise import (
 )
 from attest.ear import public_jwk, sign_ear_jwt
 from attest.ear_claims import Ear, Submod, VerifierId
+from attest.evidence import parse_tpm_evidence, token_nonce
 from attest.keys import VerifierKey, key_from_jwk, key_from_pem
 from attest.quote import PcrValues, pcr_values_from_mapping
 from attest.tpm import AkKey, ClockInfo, PublicKey, parse_public, public_from_pem
@@ -43,7 +44,7 @@ from manifests.numbers import DigestAlg
 
 from . import __version__
 from .config import Config
-from .errors import InvalidRequest
+from .errors import InvalidRequest, UnsupportedMediaType
 from .nonces import NonceBook
 from .store import DeviceRecord, Store, VerdictRecord
 
@@ -118,6 +119,41 @@ def _b64(body: Mapping[str, Any], key: str, *, required: bool = True) -> bytes |
         return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
     except (binascii.Error, ValueError):
         raise InvalidRequest(f"'{key}' is not base64") from None
+
+
+EVIDENCE_TYPES = {
+    "application/json": "json",
+    "application/cbor": "tpm2-quote",
+    "application/psa-attestation-token": "psa-token",
+    "application/eat+cwt": "eat",
+}
+
+
+def evidence_from_body(
+    content_type: str, data: bytes, device_id: str | None
+) -> tuple[Evidence, str | None]:
+    """Evidence and the device id it names, from a request body of one of EVIDENCE_TYPES:
+    JSON (module docs), TPM evidence as a CBOR map, or a bare PSA token / EAT (the device id
+    then comes from the caller or the query)."""
+    kind = EVIDENCE_TYPES.get(content_type)
+    if kind is None:
+        raise UnsupportedMediaType(f"send evidence as one of {sorted(EVIDENCE_TYPES)}")
+    try:
+        if kind == "json":
+            body = json.loads(data)
+            if not isinstance(body, dict):
+                raise InvalidRequest("evidence must be a JSON object")
+            named = body.get("device_id")
+            return parse_evidence(body), named if isinstance(named, str) else device_id
+        if kind == "tpm2-quote":
+            tpm = parse_tpm_evidence(data)
+            evidence = Evidence(tpm.nonce, kind, tpm.quote, tpm.signature, tpm.pcrs, tpm.event_log)
+            return evidence, tpm.device_id or device_id
+        return Evidence(token_nonce(data, kind), kind, token=data), device_id
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"evidence is not JSON: {exc}") from exc
+    except AttestError as exc:
+        raise InvalidRequest(f"malformed evidence: {exc}") from exc
 
 
 def parse_evidence(body: Mapping[str, Any]) -> Evidence:

@@ -175,3 +175,70 @@ async def test_malformed_evidence_is_a_problem(svc: Service) -> None:
     for body in ({"format": "x"}, {"format": "tpm2-quote", "nonce": "AA"}, {"format": "eat"}):
         resp = await svc.client.post("/v1/device/attestation/evidence", json=body, headers=headers)
         assert resp.status == 400 and resp.content_type == "application/problem+json"
+
+
+async def test_cbor_tpm_evidence(svc: Service, tpm: Tpm) -> None:
+    import cbor2
+
+    await _install(svc, FIRMWARE)
+    token = svc.devices["tpm-dev"]
+    nonce = await _challenge(svc, token)
+    json_form = _evidence(tpm, nonce, FIRMWARE)
+
+    def raw(key: str) -> bytes:
+        value = json_form[key]
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+
+    body = cbor2.dumps({
+        "nonce": raw("nonce"), "quote": raw("quote"), "signature": raw("signature"),
+        "event_log": raw("event_log"),
+        "pcrs": {"sha256": {16: bytes.fromhex(json_form["pcrs"]["sha256"]["16"])}},
+    })  # fmt: skip
+    headers = {**svc.auth(token), "Content-Type": "application/cbor"}
+    resp = await svc.client.post("/v1/device/attestation/evidence", data=body, headers=headers)
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["status"] == "affirming"
+
+
+async def test_eat_token_evidence(svc: Service) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from attest import _cbor
+    from attest._cose import sign1
+    from attest.keys import signing_key_from_pem
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())  # fmt: skip
+    public = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    _, token = await accounts.register_device(
+        svc.store, "eat-dev", "acme", class_name="thermostat-v2",
+        keys={"iak_pem": public.decode()}, now=svc.clock(),
+    )  # fmt: skip
+    await svc.upload_payload(FIRMWARE)
+    envelope = svc.envelope(4, FIRMWARE)
+    assert (await svc.upload_manifest(envelope)).status == 201
+    report = build_report(reference_uri="", manifest_digest=parse_envelope(envelope).digest,
+                          result=ReportResult(success=True))  # fmt: skip
+    headers = {**svc.auth(token), "Content-Type": "application/suit-report+cose"}
+    assert (await svc.client.post("/v1/device/reports", data=report, headers=headers)).status == 201
+
+    async def submit(image: bytes) -> dict[str, Any]:
+        nonce_b64 = await _challenge(svc, token)
+        nonce = base64.urlsafe_b64decode(nonce_b64 + "=" * (-len(nonce_b64) % 4))
+        component = _cbor.dumps(
+            {1: ["firmware", ["1.4.0"]], 2: [-16, hashlib.sha256(image).digest()]}
+        )
+        claims = _cbor.dumps({10: nonce, 273: [[295, component]]})
+        cwt = sign1(claims, signing_key_from_pem(pem))
+        headers = {**svc.auth(token), "Content-Type": "application/eat+cwt"}
+        resp = await svc.client.post("/v1/device/attestation/evidence", data=cwt, headers=headers)
+        assert resp.status == 200, await resp.text()
+        result: dict[str, Any] = await resp.json()
+        return result
+
+    assert (await submit(FIRMWARE))["status"] == "affirming"
+    assert (await submit(b"other firmware"))["status"] == "contraindicated"

@@ -70,7 +70,8 @@ async def test_every_route_for_every_role(svc: Service) -> None:
         for who, token in tokens.items():
             headers = {"Authorization": f"Bearer {token}"} if token else {}
             if route.request_type:
-                headers["Content-Type"] = route.request_type
+                kind = route.request_type
+                headers["Content-Type"] = kind if isinstance(kind, str) else kind[0]
             body = b"{}" if route.request_type == "application/json" else b"\xa0"
             resp = await svc.client.request(route.method, path, headers=headers, data=body)
             status = resp.status

@@ -112,7 +112,7 @@ class Route:
     roles: frozenset[Role] | None  # None: public, no credentials
     summary: str
     tag: str
-    request_type: str | None = None
+    request_type: str | tuple[str, ...] | None = None
     responses: dict[int, str] = field(default_factory=dict)
     parameters: tuple[str, ...] = ()
 

@@ -19,7 +19,10 @@ from .vendor import read_body
 
 __all__ = ["routes"]
 
-_JSON_LIMIT = 4 << 20  # quotes are small; compact event logs of a few components too
+_JSON_LIMIT = 4 << 20
+EVIDENCE = tuple(
+    attestation.EVIDENCE_TYPES
+)  # quotes are small; compact event logs of a few components too
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
@@ -78,10 +81,12 @@ async def post_challenge(request: web.Request, principal: Principal | None) -> w
 
 
 async def post_evidence(request: web.Request, principal: Principal | None) -> web.StreamResponse:
-    body = await _json(request)
-    device = await _target(request, principal, body.get("device_id"))
+    data = await read_body(request, _JSON_LIMIT)
+    evidence, named = attestation.evidence_from_body(
+        request.content_type, data, request.query.get("device_id")
+    )
+    device = await _target(request, principal, named)
     app = request.app
-    evidence = attestation.parse_evidence(body)
     verdict = await attestation.attest_device(
         app[STORE], app[VERIFIER], device, evidence, app[CLOCK]()
     )
@@ -112,13 +117,13 @@ def routes() -> list[Route]:
               responses={201: "challenge"}),
         Route("POST", "/v1/device/attestation/evidence", post_evidence, device,
               "Submit evidence answering a challenge; returns the signed EAR", "attestation",
-              request_type="application/json", responses=verdict_responses),
+              request_type=EVIDENCE, responses=verdict_responses),
         Route("POST", "/v1/gateway/attestation/challenge", post_challenge, relays,
               "A single-use nonce for one of the gateway's devices", "attestation",
               request_type="application/json", responses={201: "challenge", 404: "not yours"}),
         Route("POST", "/v1/gateway/attestation/verify", post_evidence, relays,
               "Relay a device's evidence (background check); returns the signed EAR",
-              "attestation", request_type="application/json", responses=verdict_responses),
+              "attestation", request_type=EVIDENCE, responses=verdict_responses),
         Route("GET", "/v1/gateway/devices/{device_id}/verdict", get_verdict, relays,
               "A device's latest attestation result", "attestation",
               responses={200: "verdict", 404: "none"}, parameters=("device_id",)),

@@ -51,7 +51,9 @@ def openapi_document(table: tuple[Route, ...]) -> dict[str, Any]:
                 for p in route.parameters
             ]
         if route.request_type:
-            operation["requestBody"] = {"required": True, "content": {route.request_type: {}}}
+            types = route.request_type
+            types = (types,) if isinstance(types, str) else types
+            operation["requestBody"] = {"required": True, "content": {t: {} for t in types}}
         paths.setdefault(route.path, {})[route.method.lower()] = operation
     return {
         "openapi": "3.1.0",
