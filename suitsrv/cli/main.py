@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 from suitsrv import __version__
 
+from .attest_cmd import add_attest
 from .keys import UsageError, add_keygen
 from .manifest_cmd import add_manifest
 from .serve import add_admin, add_serve
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve(sub)
     add_admin(sub)
     add_upload(sub)
+    add_attest(sub)
     return parser
 
 
