@@ -166,13 +166,14 @@ def appraise_tpm(
     ak: PublicKey | AkKey,
     *,
     nonce: bytes,
-    pcrs: PcrValues,
+    pcrs: PcrValues | None,
     event_log: bytes | None,
     reference: ReferenceValues | None,
     previous: ClockInfo | None = None,
     policy: Policy = Policy(),
 ) -> Appraisal:
-    """Appraise a TPM quote (with its PCR values and, usually, the compact event log)."""
+    """Appraise a TPM quote (with its PCR values and, usually, the compact event log).
+    ``pcrs=None`` checks the quote alone: signature, nonce, clock; measurements stay unknown."""
     try:
         quote = verify_quote(attest, signature, ak, nonce=nonce, pcrs=pcrs, previous=previous,
                              allow_sha1=policy.allow_sha1)  # fmt: skip
@@ -189,7 +190,10 @@ def appraise_tpm(
     if isinstance(ak, AkKey):
         reasons.append("AK given as PEM: its TPM attributes were not checked")
     measured: list[tuple[tuple[bytes, ...] | None, tuple[str, bytes]]] = []
-    if event_log is not None:
+    if pcrs is None and (event_log is not None or reference is not None):
+        # Only pcrDigest is signed; without the values nothing can be compared with it.
+        executables, why = WARN_UNRECOGNIZED, ["no PCR values supplied: measurements unchecked"]
+    elif event_log is not None:
         try:
             log: EventLog = verify_replay(parse_event_log(event_log), quote.pcrs,
                                           require_all=True)  # fmt: skip
@@ -219,7 +223,7 @@ def appraise_tpm(
         executables, why = APPROVED, []  # decided by the golden PCR values just below
     else:
         executables, why = WARN_UNRECOGNIZED, ["no event log and no reference values"]
-    if reference is not None and reference.expected_pcrs:
+    if pcrs is not None and reference is not None and reference.expected_pcrs:
         pcr_claim, pcr_why = _golden_pcrs(quote.pcrs, reference.expected_pcrs)
         executables = pcr_claim if not reference.images else max(executables, pcr_claim)
         why = (why if reference.images else []) + pcr_why

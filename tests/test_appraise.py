@@ -235,3 +235,13 @@ def test_golden_pcr_values(device: Device) -> None:
     nothing = appraise_tpm(attest, sig, device.public, nonce=nonce, pcrs=pcrs, event_log=None,
                            reference=ReferenceValues())  # fmt: skip
     assert nothing.status is Status.WARNING  # an empty reference proves nothing
+
+
+def test_quote_without_pcr_values(device: Device) -> None:
+    log = _boot(device, [(b"firmware", FIRMWARE)])
+    nonce = secrets.token_bytes(32)
+    attest, sig, _ = _evidence(device, nonce)
+    result = appraise_tpm(attest, sig, device.public, nonce=nonce, pcrs=None, event_log=log,
+                          reference=REFERENCE)  # fmt: skip
+    assert result.status is Status.WARNING and result.vector.instance_identity == 2
+    assert "no PCR values" in result.reasons[0]
