@@ -1,9 +1,9 @@
 """Benchmarks: each figure is a rate measured against a baseline in the same run, on one core.
 
-Run through ``scripts/bench {manifests,service,all} [--quick] [--no-write] [--json-only]``. Every
-figure prints as one JSON line, then a summary table; the figures replace this suite's block
-in BENCHMARKS.md. Nothing here asserts a time (STYLE.md: benchmarks are not tests); targets
-are printed for a reader to compare.
+Run through ``scripts/bench {manifests,service,attest,all} [--quick] [--no-write]
+[--json-only]``. Every figure prints as one JSON line, then a summary table; the figures replace
+this suite's block in BENCHMARKS.md. Nothing here asserts a time (STYLE.md: benchmarks are not
+tests); targets are printed for a reader to compare.
 
 Candidate and baseline run in interleaved rounds (which goes first alternates) and each side
 reports the median of its per-round rates, so drift in clock speed or load hits both alike.
@@ -246,10 +246,24 @@ def bench_service(settings: Settings) -> Outcome:
     return Outcome(figures, report.method, pinned, report.notes)
 
 
-# Later suites (attest) register here; `all` runs them in this order.
+def bench_attest(settings: Settings) -> Outcome:
+    """TPM quotes from a swtpm: appraisal offline (vs cryptography, Keylime) and over HTTP."""
+    import bench_attest  # tpm2-pytss, swtpm and the servers load only here
+
+    report = bench_attest.run(settings.quick, settings.rounds, settings.seconds, _rate)
+    figures = [
+        Figure(s.name, s.value, s.unit, s.baseline, s.baseline_value,
+               s.value / s.baseline_value, s.target)
+        for s in report.samples
+    ]  # fmt: skip
+    return Outcome(figures, report.method, bench_attest.PINNED, report.notes)
+
+
+# Later suites register here; `all` runs them in this order.
 SUITES: dict[str, Callable[[Settings], Outcome]] = {
     "manifests": bench_manifests,
     "service": bench_service,
+    "attest": bench_attest,
 }
 
 
