@@ -24,6 +24,9 @@ Example ``suitsrv.toml``::
     [attestation]
     nonce-ttl = 120      # seconds a challenge stays valid
     result-ttl = 3600    # exp of an attestation result (EAR) after its iat
+
+    [lifecycle]
+    recidivism-window = 2592000   # quarantined again within 30 days: escalate to an operator
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class Config:
     access_log: bool = True
     nonce_ttl: int = 120
     result_ttl: int = 3600
+    recidivism_window: int = 30 * 86400
 
     @property
     def database_path(self) -> Path:
@@ -84,6 +88,7 @@ class Config:
 
 _FILE_KEYS: Final = {
     "data-dir", "listen", "public-base-url", "limits", "poll", "tls", "access-log", "attestation",
+    "lifecycle",
 }  # fmt: skip
 _ENV: Final = {
     "SUITSRV_DATA_DIR": "data-dir",
@@ -99,6 +104,7 @@ _ENV: Final = {
     "SUITSRV_ACCESS_LOG": "access-log",
     "SUITSRV_NONCE_TTL": "attestation.nonce-ttl",
     "SUITSRV_RESULT_TTL": "attestation.result-ttl",
+    "SUITSRV_RECIDIVISM_WINDOW": "lifecycle.recidivism-window",
 }
 
 
@@ -129,8 +135,13 @@ def _table(doc: Mapping[str, Any], name: str, keys: set[str]) -> dict[str, Any]:
     return table
 
 
-def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
-    """Read ``path`` (optional) and the environment into a Config; ConfigError when invalid."""
+def load_config(
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> Config:
+    """Read ``path`` (optional), the environment and command-line ``overrides`` (file-key
+    names such as ``"data-dir"``; they win over both) into a Config; ConfigError when invalid."""
     env = os.environ if environ is None else environ
     doc: dict[str, Any] = {}
     if path is not None:
@@ -145,14 +156,19 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     poll_t = _table(doc, "poll", {"interval", "jitter"})
     tls_t = _table(doc, "tls", {"cert", "key"})
     att_t = _table(doc, "attestation", {"nonce-ttl", "result-ttl"})
+    life_t = _table(doc, "lifecycle", {"recidivism-window"})
     flat: dict[str, Any] = {
-        k: v for k, v in doc.items() if k not in ("limits", "poll", "tls", "attestation")
+        k: v
+        for k, v in doc.items()
+        if k not in ("limits", "poll", "tls", "attestation", "lifecycle")
     }
+    flat.update({f"lifecycle.{k}": v for k, v in life_t.items()})
     flat.update({f"attestation.{k}": v for k, v in att_t.items()})
     flat.update({f"limits.{k}": v for k, v in limits_t.items()})
     flat.update({f"poll.{k}": v for k, v in poll_t.items()})
     flat.update({f"tls.{k}": v for k, v in tls_t.items()})
     flat.update({key: env[var] for var, key in _ENV.items() if var in env})
+    flat.update(overrides or {})
 
     if "data-dir" not in flat:
         raise ConfigError("data-dir is required (config file or SUITSRV_DATA_DIR)")
@@ -193,6 +209,9 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         access_log=str(flat.get("access-log", "true")).lower() not in ("0", "false", "no", "off"),
         nonce_ttl=_int(flat.get("attestation.nonce-ttl", 120), "nonce-ttl", 5, 3600),
         result_ttl=_int(flat.get("attestation.result-ttl", 3600), "result-ttl", 60, 30 * 86400),
+        recidivism_window=_int(
+            flat.get("lifecycle.recidivism-window", 30 * 86400), "recidivism-window", 0, 10**9
+        ),
     )
     cert, key = flat.get("tls.cert"), flat.get("tls.key")
     if (cert is None) != (key is None):

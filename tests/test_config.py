@@ -48,3 +48,10 @@ def test_invalid(tmp_path: Path, text: str, env: dict[str, str], message: str) -
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(path, env)
+
+
+def test_command_line_overrides_keep_the_environment(tmp_path: Path) -> None:
+    env = {"SUITSRV_DATA_DIR": "/ignored", "SUITSRV_ACCESS_LOG": "0", "SUITSRV_POLL_INTERVAL": "60"}
+    config = load_config(None, env, overrides={"data-dir": str(tmp_path)})
+    assert config.data_dir == tmp_path
+    assert config.access_log is False and config.poll_interval == 60

@@ -36,15 +36,11 @@ DRAIN_SECONDS = 30
 
 
 def _config(args: argparse.Namespace) -> Config:
+    overrides = {"data-dir": args.data_dir} if args.data_dir else {}
     try:
-        config = load_config(Path(args.config) if args.config else None)
+        return load_config(Path(args.config) if args.config else None, overrides=overrides)
     except ConfigError as exc:
-        if args.data_dir is None or "data-dir" not in str(exc):
-            raise UsageError(str(exc)) from exc
-        config = load_config(None, {"SUITSRV_DATA_DIR": args.data_dir})
-    if args.data_dir:
-        config = dataclasses.replace(config, data_dir=Path(args.data_dir))
-    return config
+        raise UsageError(str(exc)) from exc
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
