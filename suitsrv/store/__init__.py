@@ -3,10 +3,13 @@ a PostgreSQL + object-storage backend later. The service only uses ``Store``."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from suitsrv.lifecycle import DeviceLifecycle, Event
 
 from .blobs import BlobStore, is_sha256_hex
+from .lifecycle_queries import Backup, Signal, TimelineEntry
 from .queries import VersionCheck
 from .records import (
     AnchorRecord,
@@ -24,6 +27,7 @@ from .sqlite import SqliteStore
 
 __all__ = [
     "AnchorRecord",
+    "Backup",
     "BlobStore",
     "DeviceRecord",
     "InstallRecord",
@@ -31,8 +35,10 @@ __all__ = [
     "ReleaseRecord",
     "ReportRecord",
     "Role",
+    "Signal",
     "SqliteStore",
     "Store",
+    "TimelineEntry",
     "TokenRecord",
     "VendorRecord",
     "VerdictRecord",
@@ -73,6 +79,19 @@ class Store(Protocol):
     async def record_report(
         self, report: ReportRecord, release: ReleaseRecord, raw: bytes
     ) -> int: ...
+    async def transition(
+        self, device_id: str, event: Event, actor: str, now: float, window: float,
+        detail: Mapping[str, Any] | None = None,
+    ) -> tuple[DeviceLifecycle, DeviceLifecycle]: ...  # fmt: skip
+    async def get_lifecycle(self, device_id: str) -> DeviceLifecycle: ...
+    async def append_timeline(
+        self, device_id: str, at: float, kind: str, actor: str, detail: Mapping[str, Any]
+    ) -> int: ...
+    async def timeline(self, device_id: str, after: int, limit: int) -> list[TimelineEntry]: ...
+    async def add_signal(
+        self, gateway: str, device_id: str, kind: str, payload: Mapping[str, Any], now: float
+    ) -> int: ...
+    async def signals_after(self, gateway: str, after: int, limit: int) -> list[Signal]: ...
     async def put_verdict(self, verdict: VerdictRecord) -> None: ...
     async def get_verdict(self, device_id: str) -> VerdictRecord | None: ...
     def close(self) -> None: ...

@@ -81,9 +81,52 @@ def _verdicts(db: Database) -> None:
     )  # fmt: skip
 
 
+def _lifecycle(db: Database) -> None:
+    db.table("device_lifecycle").create(
+        {"device_id": str, "state": str, "quarantines": str, "escalated": int,
+         "verdict_affirmed": int, "config_restored": int, "updated_at": float},
+        pk="device_id", foreign_keys=[("device_id", "devices", "device_id")],
+        not_null={"state", "quarantines"},
+    )  # fmt: skip
+    # Append-only: rows are inserted, never updated or deleted (the audit timeline).
+    db.table("timeline").create(
+        {"event_id": int, "device_id": str, "at": float, "kind": str, "actor": str,
+         "event": str, "from_state": str, "to_state": str, "detail": str},
+        pk="event_id", not_null={"device_id", "at", "kind", "actor"},
+    )  # fmt: skip
+    db.table("timeline").create_index(["device_id", "event_id"])
+    db.table("incidents").create(
+        {"incident_id": int, "device_id": str, "gateway": str, "kind": str, "window_start": float,
+         "window_end": float, "summary": str, "reported_at": float},
+        pk="incident_id", foreign_keys=[("device_id", "devices", "device_id")],
+    )  # fmt: skip
+    db.table("advisories").create(
+        {"advisory_id": int, "vendor": str, "class_id": str, "max_sequence_key": str,
+         "issued_by": str, "issued_at": float, "note": str},
+        pk="advisory_id",
+    )  # fmt: skip
+    db.table("signals").create(
+        {"signal_id": int, "gateway": str, "device_id": str, "kind": str, "payload": str,
+         "created_at": float},
+        pk="signal_id", not_null={"gateway", "device_id", "kind", "payload", "created_at"},
+    )  # fmt: skip
+    db.table("signals").create_index(["gateway", "signal_id"])
+    db.table("config_backups").create(
+        {"device_id": str, "version": int, "state": str, "wrapped_key": bytes, "nonce": bytes,
+         "ciphertext": bytes, "size": int, "created_at": float, "restored_at": float},
+        pk=("device_id", "version"), foreign_keys=[("device_id", "devices", "device_id")],
+        not_null={"state", "wrapped_key", "nonce", "ciphertext", "size", "created_at"},
+    )  # fmt: skip
+    db.table("gateways").create(
+        {"gateway_id": str, "webhook_url": str, "webhook_secret": bytes, "created_at": float},
+        pk="gateway_id",
+    )  # fmt: skip
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Database], None]]] = [
     (1, "initial schema", _initial),
     (2, "attestation verdicts", _verdicts),
+    (3, "device lifecycle, timeline, incidents, advisories, signals, config backups", _lifecycle),
 ]
 
 

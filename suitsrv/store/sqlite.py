@@ -12,13 +12,16 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
+from suitsrv.lifecycle import DeviceLifecycle, Event
+
+from . import lifecycle_queries as lq
 from . import queries as q
 from .blobs import BlobStore
 from .migrations import migrate
@@ -184,6 +187,31 @@ class SqliteStore:
         self, device_id: str, now: int, limit: int, satisfies: q.VersionCheck
     ) -> tuple[DeviceRecord | None, ReleaseRecord | None]:
         return await self.read(q.update_view, device_id, now, limit, satisfies)
+
+    async def transition(
+        self, device_id: str, event: Event, actor: str, now: float, window: float,
+        detail: Mapping[str, Any] | None = None,
+    ) -> tuple[DeviceLifecycle, DeviceLifecycle]:  # fmt: skip
+        return await self.write(lq.transition, device_id, event, actor, now, window, detail)
+
+    async def get_lifecycle(self, device_id: str) -> DeviceLifecycle:
+        return await self.read(lq.get_lifecycle, device_id)
+
+    async def append_timeline(
+        self, device_id: str, at: float, kind: str, actor: str, detail: Mapping[str, Any]
+    ) -> int:
+        return await self.write(lq.append_timeline, device_id, at, kind, actor, detail)
+
+    async def timeline(self, device_id: str, after: int, limit: int) -> list[lq.TimelineEntry]:
+        return await self.read(lq.timeline_of, device_id, after, limit)
+
+    async def add_signal(
+        self, gateway: str, device_id: str, kind: str, payload: Mapping[str, Any], now: float
+    ) -> int:
+        return await self.write(lq.add_signal, gateway, device_id, kind, payload, now)
+
+    async def signals_after(self, gateway: str, after: int, limit: int) -> list[lq.Signal]:
+        return await self.read(lq.signals_after, gateway, after, limit)
 
     async def put_verdict(self, verdict: VerdictRecord) -> None:
         await self.write(q.put_verdict, verdict)
