@@ -16,6 +16,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "PreconditionFailed",
+    "Quarantined",
     "RangeNotSatisfiable",
     "ServiceError",
     "Unauthorized",
@@ -55,6 +56,12 @@ class Unauthorized(ServiceError):
 
 class Forbidden(ServiceError):
     status, problem, title = 403, "forbidden", "Not allowed"
+
+
+class Quarantined(ServiceError):
+    """A quarantined device called an endpoint outside its pinhole."""
+
+    status, problem, title = 403, "quarantined", "Device is quarantined"
 
 
 class NotFound(ServiceError):

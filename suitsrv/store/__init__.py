@@ -3,13 +3,13 @@ a PostgreSQL + object-storage backend later. The service only uses ``Store``."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 from suitsrv.lifecycle import DeviceLifecycle, Event
 
 from .blobs import BlobStore, is_sha256_hex
-from .lifecycle_queries import Backup, Signal, TimelineEntry
+from .lifecycle_queries import Backup, Signal, SignalRule, TimelineEntry
 from .queries import VersionCheck
 from .records import (
     AnchorRecord,
@@ -46,10 +46,18 @@ __all__ = [
 ]
 
 
+T = TypeVar("T")
+
+
 class Store(Protocol):
     """What the service needs from storage. Every write is atomic and durable on return."""
 
     blobs: BlobStore
+
+    # Escape hatch for capability modules with their own SQL (suitsrv/store/*_queries.py):
+    # ``fn(db, *args)`` on a read-only connection / in one write transaction.
+    async def read(self, fn: Callable[..., T], *args: Any) -> T: ...
+    async def write(self, fn: Callable[..., T], *args: Any) -> T: ...
 
     async def add_token(self, token: TokenRecord) -> None: ...
     async def token_by_hash(self, token_hash: bytes) -> TokenRecord | None: ...
@@ -81,7 +89,8 @@ class Store(Protocol):
     ) -> int: ...
     async def transition(
         self, device_id: str, event: Event, actor: str, now: float, window: float,
-        detail: Mapping[str, Any] | None = None,
+        detail: Mapping[str, Any] | None = None, gateway: str | None = None,
+        signals: SignalRule | None = None,
     ) -> tuple[DeviceLifecycle, DeviceLifecycle]: ...  # fmt: skip
     async def get_lifecycle(self, device_id: str) -> DeviceLifecycle: ...
     async def append_timeline(

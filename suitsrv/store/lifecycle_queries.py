@@ -5,7 +5,7 @@ SqliteStore.read/write (writers inside one BEGIN IMMEDIATE transaction)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,12 +89,17 @@ def append_timeline(
     return int(cur.lastrowid or 0)
 
 
+SignalRule = Callable[[DeviceLifecycle, DeviceLifecycle], list[tuple[str, Mapping[str, Any]]]]
+
+
 def transition(
     db: Database, device_id: str, event: Event, actor: str, now: float, window: float,
-    detail: Mapping[str, Any] | None = None,
+    detail: Mapping[str, Any] | None = None, gateway: str | None = None,
+    signals: SignalRule | None = None,
 ) -> tuple[DeviceLifecycle, DeviceLifecycle]:  # fmt: skip
-    """Apply ``event`` to the device's stored lifecycle and record it in the timeline, in the
-    caller's transaction: (before, after). IllegalTransition leaves everything as it was."""
+    """Apply ``event`` to the device's stored lifecycle, record it in the timeline and queue the
+    gateway signals ``signals`` derives from (before, after), all in the caller's transaction:
+    a crash leaves either all of it or none. IllegalTransition leaves everything as it was."""
     before = get_lifecycle(db, device_id)
     after = apply(before, event, now=now, window=window)
     db.table("device_lifecycle").upsert(
@@ -108,6 +113,11 @@ def transition(
         db, device_id, now, "transition", actor, detail, event=str(event),
         from_state=str(before.state), to_state=str(after.state),
     )  # fmt: skip
+    if gateway is not None and signals is not None:
+        for kind, payload in signals(before, after):
+            signal_id = add_signal(db, gateway, device_id, kind, payload, now)
+            append_timeline(db, device_id, now, "signal", "service",
+                            {"kind": kind, "signal_id": signal_id, "gateway": gateway})  # fmt: skip
     return before, after
 
 

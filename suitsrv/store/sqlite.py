@@ -190,9 +190,12 @@ class SqliteStore:
 
     async def transition(
         self, device_id: str, event: Event, actor: str, now: float, window: float,
-        detail: Mapping[str, Any] | None = None,
+        detail: Mapping[str, Any] | None = None, gateway: str | None = None,
+        signals: lq.SignalRule | None = None,
     ) -> tuple[DeviceLifecycle, DeviceLifecycle]:  # fmt: skip
-        return await self.write(lq.transition, device_id, event, actor, now, window, detail)
+        return await self.write(
+            lq.transition, device_id, event, actor, now, window, detail, gateway, signals
+        )
 
     async def get_lifecycle(self, device_id: str) -> DeviceLifecycle:
         return await self.read(lq.get_lifecycle, device_id)

@@ -26,7 +26,8 @@ from manifests import ManifestError
 from suitsrv.attestation import EarSigner, Verifier
 from suitsrv.auth import Principal, TokenCache, authenticate, require
 from suitsrv.config import Config
-from suitsrv.errors import PROBLEM_BASE, Forbidden, ServiceError
+from suitsrv.devices import in_pinhole
+from suitsrv.errors import PROBLEM_BASE, Forbidden, Quarantined, ServiceError
 from suitsrv.nonces import NonceBook
 from suitsrv.store import Role, Store
 
@@ -115,6 +116,8 @@ class Route:
     request_type: str | tuple[str, ...] | None = None
     responses: dict[int, str] = field(default_factory=dict)
     parameters: tuple[str, ...] = ()
+    #: Reachable by a device in quarantine (update, payloads, reports, attestation, restore).
+    pinhole: bool = False
 
 
 ROUTES: web.AppKey[tuple[Route, ...]] = web.AppKey("routes")
@@ -179,6 +182,13 @@ def _guard(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse
                 app[STORE], request.headers.get("Authorization"), app[TOKENS], app[CLOCK]()
             )
             require(principal, *route.roles)
+            # A quarantined device reaches only the pinhole endpoints (issue 5 §4).
+            device_limited = principal.role is Role.DEVICE and not route.pinhole
+            if device_limited and await in_pinhole(app[STORE], principal.scope):
+                raise Quarantined(
+                    f"device {principal.scope} is quarantined: only the update, payload, "
+                    "report, attestation and configuration-restore endpoints answer"
+                )
         return await route.handler(request, principal)
 
     handle.__name__ = route.handler.__name__

@@ -114,10 +114,10 @@ def routes() -> list[Route]:
     return [
         Route("POST", "/v1/device/attestation/challenge", post_challenge, device,
               "A single-use nonce for this device", "attestation",
-              responses={201: "challenge"}),
+              responses={201: "challenge"}, pinhole=True),
         Route("POST", "/v1/device/attestation/evidence", post_evidence, device,
               "Submit evidence answering a challenge; returns the signed EAR", "attestation",
-              request_type=EVIDENCE, responses=verdict_responses),
+              request_type=EVIDENCE, responses=verdict_responses, pinhole=True),
         Route("POST", "/v1/gateway/attestation/challenge", post_challenge, relays,
               "A single-use nonce for one of the gateway's devices", "attestation",
               request_type="application/json", responses={201: "challenge", 404: "not yours"}),
