@@ -16,8 +16,18 @@ from .errors import Forbidden, NotFound
 from .lifecycle import PINHOLE_STATES, DeviceLifecycle, Event, IllegalTransition, State, may_trigger
 from .mud import PINHOLE_ACE_NAMES, mud_url
 from .store import DeviceRecord, Store
+from .store import device_queries as dq
 
-__all__ = ["SERVICE", "pinhole", "record", "record_if_allowed", "signal_rule"]
+__all__ = [
+    "SERVICE",
+    "after_verdict",
+    "device_of",
+    "in_pinhole",
+    "pinhole",
+    "record",
+    "record_if_allowed",
+    "signal_rule",
+]
 
 #: The actor name of events the service causes from its own appraisal or restore.
 SERVICE = "service"
@@ -100,3 +110,20 @@ async def device_of(store: Store, device_id: str) -> DeviceRecord:
     if device is None:
         raise NotFound(f"no device {device_id}")
     return device
+
+
+async def after_verdict(
+    store: Store, config: Config, device: DeviceRecord, status: str, now: float
+) -> None:
+    """The lifecycle consequences of an attestation result (the service's own events): an
+    affirming verdict, then the restore when there is nothing to restore; a contraindicated one
+    sends a device on its way back to quarantine. A warning changes nothing."""
+    if status == "affirming":
+        after = await record_if_allowed(store, config, device, Event.ATTESTATION_AFFIRMED,
+                                        role=SERVICE, actor="verifier", now=now)  # fmt: skip
+        if after is not None and not await store.read(dq.has_restorable_backup, device.device_id):
+            await record_if_allowed(store, config, device, Event.CONFIG_RESTORED, role=SERVICE,
+                                    actor="vault", now=now, detail={"backup": None})  # fmt: skip
+    elif status == "contraindicated":
+        await record_if_allowed(store, config, device, Event.ATTESTATION_FAILED, role=SERVICE,
+                                actor="verifier", now=now)  # fmt: skip

@@ -162,6 +162,7 @@ def version_satisfies(current: tuple[int, ...], comparison: int, wanted: tuple[i
 
 @dataclass(frozen=True)
 class UpdateDecision:
+    device: DeviceRecord
     release: ReleaseRecord | None
     poll_after: int
 
@@ -185,7 +186,7 @@ async def select_update(
     device, release = await store.update_view(device_id, int(now), 16, version_satisfies)
     if device is None:
         raise Forbidden(f"device {device_id!r} is not registered")
-    return UpdateDecision(release, poll_hint(config, rng))
+    return UpdateDecision(device, release, poll_hint(config, rng))
 
 
 async def accept_report(

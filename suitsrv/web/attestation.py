@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from suitsrv import attestation
+from suitsrv import attestation, devices
 from suitsrv.auth import Principal
 from suitsrv.errors import InvalidRequest, NotFound
 from suitsrv.store import DeviceRecord, Role, VerdictRecord
@@ -87,9 +87,9 @@ async def post_evidence(request: web.Request, principal: Principal | None) -> we
     )
     device = await _target(request, principal, named)
     app = request.app
-    verdict = await attestation.attest_device(
-        app[STORE], app[VERIFIER], device, evidence, app[CLOCK]()
-    )
+    now = app[CLOCK]()
+    verdict = await attestation.attest_device(app[STORE], app[VERIFIER], device, evidence, now)
+    await devices.after_verdict(app[STORE], app[VERIFIER].config, device, verdict.status, now)
     return json_response(_verdict_view(verdict))
 
 

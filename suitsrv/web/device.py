@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from suitsrv import releases
+from suitsrv import devices, releases
 from suitsrv.auth import Principal
 from suitsrv.errors import Forbidden, InvalidRequest, NotFound
+from suitsrv.lifecycle import Event
 from suitsrv.store import DeviceRecord, Role, is_sha256_hex
 
 from .app import CLOCK, CONFIG, RNG, STORE, Route, json_response, principal_of
@@ -52,6 +53,12 @@ async def get_update(request: web.Request, principal: Principal | None) -> web.S
     headers["Suit-Sequence-Number"] = str(release.sequence_number)
     if _etag_matches(request.headers.get("If-None-Match"), release.digest):
         return web.Response(status=304, headers=headers)
+    # A quarantined or suspect device fetching its fix is the lifecycle's update-fetched.
+    await devices.record_if_allowed(
+        request.app[STORE], request.app[CONFIG], decision.device, Event.UPDATE_FETCHED,
+        role="device", actor=caller.token_id, now=request.app[CLOCK](),
+        detail={"digest": release.digest, "sequence_number": release.sequence_number},
+    )  # fmt: skip
     return web.Response(body=release.envelope, content_type=ENVELOPE_TYPE, headers=headers)
 
 
@@ -81,9 +88,13 @@ async def post_report(request: web.Request, principal: Principal | None) -> web.
     device = await _device(request, principal)
     config = request.app[CONFIG]
     data = await read_body(request, config.limits.report_bytes, REPORT_TYPE)
-    record = await releases.accept_report(
-        request.app[STORE], config, device, data, request.app[CLOCK]()
-    )
+    now = request.app[CLOCK]()
+    record = await releases.accept_report(request.app[STORE], config, device, data, now)
+    if record.success:
+        await devices.record_if_allowed(
+            request.app[STORE], config, device, Event.UPDATE_REPORTED, role="device",
+            actor=principal_of(principal).token_id, now=now, detail={"digest": record.digest},
+        )  # fmt: skip
     return json_response(
         {
             "report_id": record.report_id,

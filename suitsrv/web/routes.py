@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import attestation, device, operator, public, vendor
+from . import attestation, device, gateway, operator, public, vendor
 from .app import Route
 
 __all__ = ["all_routes"]
@@ -15,4 +15,5 @@ def all_routes() -> list[Route]:
         *vendor.routes(),
         *device.routes(),
         *attestation.routes(),
+        *gateway.routes(),
     ]

@@ -1,0 +1,201 @@
+"""The device lifecycle over HTTP with a real swtpm: a gateway claims a device, reports
+incidents until it is quarantined, the device fetches and reports a fixed release through its
+pinhole, attests, and the gateway reinstates it; a device attesting tampered firmware goes back
+to quarantine; advisories only from the class's own vendor."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tpm2_pytss import ESAPI
+from tpm2_pytss import types as tss
+from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPMA_OBJECT
+
+from attest.eventlog import Event, encode_compact_log
+from attest.tpm import TpmAlg
+from manifests import build_report, parse_envelope
+from manifests.report import ReportResult
+from suitsrv import accounts
+from suitsrv.store import Role
+
+from .service_fixtures import Service, start_service
+from .swtpm import running_swtpm
+
+AK_ATTRS = (
+    TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT | TPMA_OBJECT.SENSITIVEDATAORIGIN
+    | TPMA_OBJECT.USERWITHAUTH | TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.SIGN_ENCRYPT
+)  # fmt: skip
+FIXED = b"thermostat firmware 2.0 (fixed) " * 300
+
+
+@pytest.fixture(scope="module")
+def tpm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ESAPI, ESYS_TR, bytes]]:
+    with running_swtpm(tmp_path_factory.mktemp("swtpm")) as sw, ESAPI(sw.tcti) as esapi:
+        template = tss.TPM2B_PUBLIC(tss.TPMT_PUBLIC.parse("ecc256:ecdsa-sha256:null", AK_ATTRS))
+        handle, public = esapi.create_primary(None, template, ESYS_TR.ENDORSEMENT)[:2]
+        try:
+            yield esapi, handle, public.marshal()
+        finally:
+            esapi.flush_context(handle)
+
+
+@pytest.fixture
+async def story(
+    tmp_path: Path, aiohttp_client: Any, tpm: tuple[ESAPI, ESYS_TR, bytes]
+) -> AsyncIterator[tuple[Service, str, str]]:
+    svc = await start_service(tmp_path, aiohttp_client)
+    _, device = await accounts.register_device(
+        svc.store, "cam-1", "acme", class_name="thermostat-v2",
+        keys={"ak_public": base64.b64encode(tpm[2]).decode()}, now=svc.clock(),
+    )  # fmt: skip
+    gateway, _ = await accounts.issue_credential(
+        svc.store, Role.GATEWAY, "gw-home", now=svc.clock()
+    )
+    yield svc, device, gateway
+    svc.store.close()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+async def _attest(
+    svc: Service, device: str, tpm: tuple[ESAPI, ESYS_TR, bytes], image: bytes
+) -> dict[str, Any]:
+    esapi, ak, _ = tpm
+    resp = await svc.client.post("/v1/device/attestation/challenge", headers=svc.auth(device))
+    assert resp.status == 201, await resp.text()
+    nonce_b64 = (await resp.json())["nonce"]
+    nonce = base64.urlsafe_b64decode(nonce_b64 + "=" * (-len(nonce_b64) % 4))
+    digest = hashlib.sha256(image).digest()
+    esapi.pcr_reset(ESYS_TR.PCR16)
+    esapi.pcr_extend(ESYS_TR.PCR16, tss.TPML_DIGEST_VALUES(
+        [tss.TPMT_HA(hashAlg=TPM2_ALG.SHA256, digest=tss.TPMU_HA(sha256=digest))]))  # fmt: skip
+    attest, signature = esapi.quote(ak, "sha256:16", nonce)
+    _, _, values = esapi.pcr_read("sha256:16")
+    log = encode_compact_log([Event(16, None, {TpmAlg.SHA256: digest}, b"", (b"firmware",))])
+    evidence = {"format": "tpm2-quote", "nonce": nonce_b64, "quote": _b64(bytes(attest)),
+                "signature": _b64(signature.marshal()), "event_log": _b64(log),
+                "pcrs": {"sha256": {"16": bytes(values.digests[0]).hex()}}}  # fmt: skip
+    resp = await svc.client.post("/v1/device/attestation/evidence", json=evidence,
+                                 headers=svc.auth(device))  # fmt: skip
+    assert resp.status == 200, await resp.text()
+    result: dict[str, Any] = await resp.json()
+    return result
+
+
+async def _state(svc: Service, gateway: str) -> dict[str, Any]:
+    resp = await svc.client.get("/v1/gateway/devices/cam-1", headers=svc.auth(gateway))
+    assert resp.status == 200, await resp.text()
+    view: dict[str, Any] = await resp.json()
+    return view
+
+
+async def _quarantine(svc: Service, gateway: str) -> None:
+    resp = await svc.client.post("/v1/gateway/devices", json={"device_id": "cam-1"},
+                                 headers=svc.auth(gateway))  # fmt: skip
+    assert resp.status == 201 and (await resp.json())["state"] == "nominal"
+    incident = {"kind": "scanning", "window_start": 1, "window_end": 2,
+                "destinations": [{"name": "10.0.0.0/8", "port": 23, "count": 4000}]}  # fmt: skip
+    url = "/v1/gateway/devices/cam-1/incidents"
+    first = await (await svc.client.post(url, json=incident, headers=svc.auth(gateway))).json()
+    assert first["state"] == "suspicious"
+    second = await svc.client.post(url, json=incident, headers=svc.auth(gateway))
+    view = await second.json()
+    assert view["state"] == "quarantined"
+    assert view["pinhole"]["enabled_ace_names"][0] == "fw0-frdev"
+    assert view["pinhole"]["mud_url"].endswith(".json")
+
+
+async def _upgrade(svc: Service, device: str, image: bytes) -> None:
+    await svc.upload_payload(image)
+    envelope = svc.envelope(10, image)
+    assert (await svc.upload_manifest(envelope)).status == 201
+    resp = await svc.client.get("/v1/device/update", headers=svc.auth(device))
+    assert resp.status == 200 and await resp.read() == envelope
+    report = build_report(reference_uri="", manifest_digest=parse_envelope(envelope).digest,
+                          result=ReportResult(success=True))  # fmt: skip
+    headers = {**svc.auth(device), "Content-Type": "application/suit-report+cose"}
+    assert (await svc.client.post("/v1/device/reports", data=report, headers=headers)).status == 201
+
+
+async def test_quarantine_upgrade_attest_reinstate(
+    story: tuple[Service, str, str], tpm: tuple[ESAPI, ESYS_TR, bytes]
+) -> None:
+    svc, device, gateway = story
+    await _quarantine(svc, gateway)
+    # The device itself cannot reinstate itself, nor call gateway routes.
+    resp = await svc.client.post(
+        "/v1/gateway/devices/cam-1/reinstatement", headers=svc.auth(device)
+    )
+    assert resp.status == 403
+    await _upgrade(svc, device, FIXED)
+    assert (await _state(svc, gateway))["state"] == "returning-to-service"
+    # Not yet: no verdict.
+    resp = await svc.client.post(
+        "/v1/gateway/devices/cam-1/reinstatement", headers=svc.auth(gateway)
+    )
+    assert resp.status == 409 and "verdict" in (await resp.json())["detail"]
+    verdict = await _attest(svc, device, tpm, FIXED)
+    assert verdict["status"] == "affirming", verdict["reasons"]
+    view = await _state(svc, gateway)
+    assert view["verdict_affirmed"] and view["config_restored"]  # no backup: nothing to restore
+    signals = await svc.store.signals_after("gw-home", 0, 100)
+    assert [s.kind for s in signals][-1] == "reinstatement-ready"
+    assert "quarantined" in [s.kind for s in signals]
+    resp = await svc.client.post(
+        "/v1/gateway/devices/cam-1/reinstatement", headers=svc.auth(gateway)
+    )
+    assert resp.status == 200 and (await resp.json())["state"] == "nominal"
+    kinds = [entry.kind for entry in await svc.store.timeline("cam-1", 0, 100)]
+    assert kinds.count("transition") >= 7 and "signal" in kinds
+
+
+async def test_tampered_firmware_stays_quarantined(
+    story: tuple[Service, str, str], tpm: tuple[ESAPI, ESYS_TR, bytes]
+) -> None:
+    svc, device, gateway = story
+    await _quarantine(svc, gateway)
+    await _upgrade(svc, device, FIXED)
+    verdict = await _attest(svc, device, tpm, FIXED + b"implant")
+    assert verdict["status"] == "contraindicated"
+    view = await _state(svc, gateway)
+    # Back in quarantine within the recidivism window: escalated to an operator.
+    assert view["state"] == "quarantined" and view["escalated"] is True
+    resp = await svc.client.post(
+        "/v1/gateway/devices/cam-1/reinstatement", headers=svc.auth(gateway)
+    )
+    assert resp.status == 409
+
+
+async def test_claims_and_advisories_are_scoped(story: tuple[Service, str, str]) -> None:
+    svc, _, gateway = story
+    other, _ = await accounts.issue_credential(svc.store, Role.GATEWAY, "gw-other", now=svc.clock())
+    assert (await svc.client.post("/v1/gateway/devices", json={"device_id": "cam-1"},
+                                  headers=svc.auth(gateway))).status == 201  # fmt: skip
+    resp = await svc.client.post("/v1/gateway/devices", json={"device_id": "cam-1"},
+                                 headers=svc.auth(other))  # fmt: skip
+    assert resp.status == 409
+    resp = await svc.client.get("/v1/gateway/devices/cam-1", headers=svc.auth(other))
+    assert resp.status == 404
+    # A rival vendor cannot advise acme's class; acme can.
+    await accounts.add_vendor(svc.store, "rival", vendor_domains=["rival.example"], now=svc.clock())
+    rival, _ = await accounts.issue_credential(svc.store, Role.VENDOR, "rival", now=svc.clock())
+    device = await svc.store.get_device("cam-1")
+    assert device is not None
+    body = {"class_id": device.class_id, "max_sequence_number": 5}
+    resp = await svc.client.post("/v1/vendor/advisories", json={**body, "vendor": "acme"},
+                                 headers=svc.auth(rival))  # fmt: skip
+    assert resp.status == 403
+    resp = await svc.client.post("/v1/vendor/advisories", json=body, headers=svc.auth(rival))
+    assert resp.status == 201 and (await resp.json())["matched"] == []
+    resp = await svc.client.post(
+        "/v1/vendor/advisories", json=body, headers=svc.auth(svc.vendor_token)
+    )
+    assert resp.status == 201 and "cam-1" in (await resp.json())["matched"]
+    assert (await _state(svc, gateway))["state"] == "suspect"
