@@ -16,7 +16,7 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from manifests.numbers import DigestAlg
 
 from . import __version__
 from .config import Config
+from .enrollment import Enrollments
 from .errors import InvalidRequest, UnsupportedMediaType
 from .nonces import NonceBook
 from .store import DeviceRecord, Store, VerdictRecord
@@ -234,6 +235,7 @@ class Verifier:
     signer: EarSigner
     nonces: NonceBook
     policy: Policy = DEFAULT_POLICY
+    enrollments: Enrollments = field(default_factory=Enrollments)
 
 
 async def attest_device(

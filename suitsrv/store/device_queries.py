@@ -18,7 +18,20 @@ __all__ = [
     "has_restorable_backup",
     "insert_advisory",
     "insert_incident",
+    "set_device_key",
 ]
+
+
+def set_device_key(db: Database, device_id: str, name: str, value: str) -> None:
+    row = db.execute("SELECT keys FROM devices WHERE device_id = ?", [device_id]).fetchone()
+    if row is None:
+        raise NotFound(f"no device {device_id}")
+    keys = json.loads(row[0])
+    keys[name] = value
+    db.execute(
+        "UPDATE devices SET keys = ? WHERE device_id = ?",
+        [json.dumps(keys, sort_keys=True), device_id],
+    )
 
 
 def has_restorable_backup(db: Database, device_id: str) -> bool:

@@ -13,6 +13,7 @@ from suitsrv import attestation, devices
 from suitsrv.auth import Principal
 from suitsrv.errors import InvalidRequest, NotFound
 from suitsrv.store import DeviceRecord, Role, VerdictRecord
+from suitsrv.store import device_queries as dq
 
 from .app import CLOCK, STORE, VERIFIER, Route, json_response, principal_of
 from .vendor import read_body
@@ -101,6 +102,34 @@ async def get_verdict(request: web.Request, principal: Principal | None) -> web.
     return json_response(_verdict_view(verdict))
 
 
+async def post_enroll(request: web.Request, principal: Principal | None) -> web.StreamResponse:
+    """Start AK enrollment: the credential challenge for TPM2_ActivateCredential."""
+    body = await _json(request)
+    device = await _target(request, principal, None)
+    challenge = request.app[VERIFIER].enrollments.start(
+        device, body.get("ek_public"), body.get("ak_public"), request.app[CLOCK]()
+    )
+    return json_response(challenge, status=201, headers={"Cache-Control": "no-store"})
+
+
+async def post_activate(request: web.Request, principal: Principal | None) -> web.StreamResponse:
+    """Finish AK enrollment: the recovered secret proves the AK is in the EK's TPM."""
+    body = await _json(request)
+    device = await _target(request, principal, None)
+    now = request.app[CLOCK]()
+    ak = request.app[VERIFIER].enrollments.finish(
+        device, body.get("enrollment_id"), body.get("secret"), now
+    )
+    store = request.app[STORE]
+    await store.write(
+        dq.set_device_key, device.device_id, "ak_public", base64.b64encode(ak).decode()
+    )
+    await store.append_timeline(
+        device.device_id, now, "ak-enrolled", f"device:{device.device_id}", {}
+    )
+    return json_response({"device_id": device.device_id, "ak_enrolled": True})
+
+
 async def get_jwks(request: web.Request, principal: Principal | None) -> web.StreamResponse:
     jwks = request.app[VERIFIER].signer.jwks()
     return json_response(jwks, headers={"Cache-Control": "max-age=300"})
@@ -127,6 +156,14 @@ def routes() -> list[Route]:
         Route("GET", "/v1/gateway/devices/{device_id}/verdict", get_verdict, relays,
               "A device's latest attestation result", "attestation",
               responses={200: "verdict", 404: "none"}, parameters=("device_id",)),
+        Route("POST", "/v1/device/attestation/enroll", post_enroll, device,
+              "Start AK enrollment by credential activation (EK and AK public areas)",
+              "attestation", request_type="application/json",
+              responses={201: "credential challenge", 422: "EK not registered or AK unfit"}),
+        Route("POST", "/v1/device/attestation/activate", post_activate, device,
+              "Finish AK enrollment with the secret TPM2_ActivateCredential recovered",
+              "attestation", request_type="application/json",
+              responses={200: "AK enrolled", 422: "wrong or expired"}),
         Route("GET", "/.well-known/jwks.json", get_jwks, None,
               "The verifier's EAR signing key (JWKS)", "public", responses={200: "JWKS"}),
     ]  # fmt: skip
