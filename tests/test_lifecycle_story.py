@@ -199,3 +199,23 @@ async def test_claims_and_advisories_are_scoped(story: tuple[Service, str, str])
     )
     assert resp.status == 201 and "cam-1" in (await resp.json())["matched"]
     assert (await _state(svc, gateway))["state"] == "suspect"
+
+
+async def test_manufacturer_registers_devices_in_bulk(story: tuple[Service, str, str]) -> None:
+    svc, _, _ = story
+    body = {"devices": [
+        {"device_id": "bulk-1", "class_name": "thermostat-v2", "keys": {"ek_public": "AAAA"}},
+        {"device_id": "bulk-2", "class_name": "thermostat-v2"},
+    ]}  # fmt: skip
+    resp = await svc.client.post(
+        "/v1/vendor/devices", json=body, headers=svc.auth(svc.vendor_token)
+    )
+    assert resp.status == 201, await resp.text()
+    tokens = {d["device_id"]: d["token"] for d in (await resp.json())["devices"]}
+    assert (
+        await svc.client.get("/v1/device/update", headers=svc.auth(tokens["bulk-2"]))
+    ).status == 204
+    again = await svc.client.post(
+        "/v1/vendor/devices", json=body, headers=svc.auth(svc.vendor_token)
+    )
+    assert again.status == 409

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 from aiohttp import web
 
-from suitsrv import releases
+from suitsrv import accounts, releases
 from suitsrv.auth import Principal
 from suitsrv.errors import (
+    Conflict,
     Forbidden,
     InvalidRequest,
     NotFound,
@@ -136,6 +139,41 @@ async def list_manifests(request: web.Request, principal: Principal | None) -> w
     return json_response(body)
 
 
+_MAX_BULK = 1000
+
+
+async def post_devices(request: web.Request, principal: Principal | None) -> web.StreamResponse:
+    """A manufacturer registers its devices in bulk with their keys (EK, IAK, ...); each gets a
+    token, shown once. Checked whole before anything is written."""
+    vendor = principal_of(principal).scope
+    try:
+        body = json.loads(await read_body(request, 4 << 20, "application/json"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"body is not JSON: {exc}") from exc
+    entries = body.get("devices") if isinstance(body, dict) else None
+    if not isinstance(entries, list) or not 1 <= len(entries) <= _MAX_BULK:
+        raise InvalidRequest(f'send {{"devices": [...]}} with 1..{_MAX_BULK} entries')
+    store, now = request.app[STORE], request.app[CLOCK]()
+    seen: set[str] = set()
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("device_id"), str):
+            raise InvalidRequest("each device needs a device_id")
+        if entry["device_id"] in seen or await store.get_device(entry["device_id"]) is not None:
+            raise Conflict(f"device {entry['device_id']} is listed twice or already registered")
+        seen.add(entry["device_id"])
+    registered = []
+    for entry in entries:
+        keys = entry.get("keys", {})
+        device, token = await accounts.register_device(
+            store, entry["device_id"], vendor, class_id=entry.get("class_id"),
+            class_name=entry.get("class_name"), keys=keys if isinstance(keys, dict) else {},
+            now=now,
+        )  # fmt: skip
+        registered.append({"device_id": device.device_id, "class_id": device.class_id,
+                           "token": token})  # fmt: skip
+    return json_response({"devices": registered}, status=201, headers={"Cache-Control": "no-store"})
+
+
 def routes() -> list[Route]:
     vendor = frozenset({Role.VENDOR})
     reader = frozenset({Role.VENDOR, Role.OPERATOR})
@@ -155,6 +193,10 @@ def routes() -> list[Route]:
         Route("GET", "/v1/vendor/manifests/{digest}", get_manifest, reader,
               "Inspect a manifest", "vendor", responses={200: "release", 404: "unknown"},
               parameters=("digest",)),
+        Route("POST", "/v1/vendor/devices", post_devices, vendor,
+              "Register devices in bulk with their keys (tokens shown once)", "vendor",
+              request_type="application/json",
+              responses={201: "registered", 400: "invalid", 409: "already registered"}),
         Route("GET", "/v1/vendor/manifests/{digest}/envelope", get_envelope, reader,
               "The stored envelope bytes", "vendor", responses={200: ENVELOPE_TYPE, 404: "unknown"},
               parameters=("digest",)),
