@@ -25,6 +25,7 @@ from suitsrv.store import Role, SqliteStore
 from suitsrv.store import queries as q
 from suitsrv.web import create_app
 from suitsrv.web.app import INFLIGHT, JsonAccessLogger
+from suitsrv.web.events import stop_streams
 
 from .keys import UsageError
 
@@ -107,6 +108,7 @@ async def _run(app: web.Application, config: Config, ssl_context: ssl.SSLContext
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         await site.stop()  # no new connections from here on
+        await stop_streams(app)  # event streams would otherwise hold the drain for 30 s
         if not await app[INFLIGHT].wait_idle(DRAIN_SECONDS):
             logging.getLogger("suitsrv").warning(
                 "%d request(s) still running after %ss; closing", app[INFLIGHT].count, DRAIN_SECONDS
@@ -282,3 +284,7 @@ def add_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dadd.add_argument("--report-key", metavar="PUB.pem", help="key the device signs reports with")
     dadd.add_argument("--ek", metavar="PEM", help="the device TPM's endorsement key")
     dadd.set_defaults(run=_device_add)
+
+    from .timeline_cmd import add_timeline  # it imports this module
+
+    add_timeline(actions)

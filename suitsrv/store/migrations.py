@@ -123,10 +123,17 @@ def _lifecycle(db: Database) -> None:
     )  # fmt: skip
 
 
+def _webhook_cursors(db: Database) -> None:
+    from .gateway_queries import ensure_schema
+
+    ensure_schema(db)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Database], None]]] = [
     (1, "initial schema", _initial),
     (2, "attestation verdicts", _verdicts),
     (3, "device lifecycle, timeline, incidents, advisories, signals, config backups", _lifecycle),
+    (4, "webhook delivery cursors", _webhook_cursors),
 ]
 
 

@@ -253,4 +253,8 @@ def create_app(
     )
     for route in table:
         app.router.add_route(route.method, route.path, _guard(route))
+    from suitsrv.web.events import stop_streams, webhook_worker
+
+    app.cleanup_ctx.append(webhook_worker)
+    app.on_shutdown.append(stop_streams)
     return app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import attestation, device, gateway, operator, public, vendor
+from . import attestation, device, events, gateway, operator, public, vendor
 from .app import Route
 
 __all__ = ["all_routes"]
@@ -16,4 +16,5 @@ def all_routes() -> list[Route]:
         *device.routes(),
         *attestation.routes(),
         *gateway.routes(),
+        *events.routes(),
     ]
