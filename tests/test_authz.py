@@ -22,8 +22,10 @@ DUMMY = {
     "sha256": "0" * 64,
     "digest": "1" * 64,
     "token_id": "abcdefabcdef",
-    "device_id": "dev-1",
+    "device_id": "dev-2",  # not the device whose token the walk uses: operators decommission it
     "name": "acme",
+    "vendor": "acme",
+    "class_id": "00000000-0000-0000-0000-000000000000",
 }
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "has_restorable_backup",
     "insert_advisory",
     "insert_incident",
+    "revoke_device_tokens",
     "set_device_key",
 ]
 
@@ -32,6 +33,20 @@ def set_device_key(db: Database, device_id: str, name: str, value: str) -> None:
         "UPDATE devices SET keys = ? WHERE device_id = ?",
         [json.dumps(keys, sort_keys=True), device_id],
     )
+
+
+def revoke_device_tokens(db: Database, device_id: str, now: float) -> list[str]:
+    """Revoke every active credential of a device; returns their token ids."""
+    ids = [r[0] for r in db.execute(
+        "SELECT token_id FROM tokens WHERE role = 'device' AND scope = ? AND revoked_at IS NULL",
+        [device_id],
+    ).fetchall()]  # fmt: skip
+    db.execute(
+        "UPDATE tokens SET revoked_at = ? WHERE role = 'device' AND scope = ? "
+        "AND revoked_at IS NULL",
+        [now, device_id],
+    )
+    return ids
 
 
 def has_restorable_backup(db: Database, device_id: str) -> bool:

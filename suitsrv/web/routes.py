@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from . import attestation, device, events, gateway, operator, public, vendor
+from . import (
+    attestation,
+    config_vault,
+    device,
+    events,
+    gateway,
+    mud_routes,
+    operator,
+    public,
+    timeline,
+    vendor,
+)
 from .app import Route
 
 __all__ = ["all_routes"]
@@ -17,4 +28,7 @@ def all_routes() -> list[Route]:
         *attestation.routes(),
         *gateway.routes(),
         *events.routes(),
+        *mud_routes.routes(),
+        *timeline.routes(),
+        *config_vault.routes(),
     ]
