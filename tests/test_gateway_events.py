@@ -310,7 +310,10 @@ async def test_webhook_retries_with_backoff_then_continues_in_order(
     await register(client, gw, receiver.url)
     await wait_until(lambda: len(receiver.received) == 2)
     # In the backoff after the second failure: visible to the gateway, requests still answered.
-    state = await webhook_state(client, gw)
+    # The worker records the failure just after the receiver answered: wait for that write.
+    async with asyncio.timeout(5):
+        while (state := await webhook_state(client, gw))["failures"] < 2:
+            await asyncio.sleep(0.01)
     assert (state["failures"], state["last_error"], state["delivered_through"]) == (
         2, "HTTP 500", 0,
     )  # fmt: skip
