@@ -51,6 +51,7 @@ class Limits:
     envelope_bytes: int = 1 << 20
     payload_bytes: int = 1 << 30
     report_bytes: int = 64 << 10
+    config_bytes: int = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class Config:
     nonce_ttl: int = 120
     result_ttl: int = 3600
     recidivism_window: int = 30 * 86400
+    vault_key_file: Path | None = None
 
     @property
     def database_path(self) -> Path:
@@ -88,7 +90,7 @@ class Config:
 
 _FILE_KEYS: Final = {
     "data-dir", "listen", "public-base-url", "limits", "poll", "tls", "access-log", "attestation",
-    "lifecycle",
+    "lifecycle", "vault",
 }  # fmt: skip
 _ENV: Final = {
     "SUITSRV_DATA_DIR": "data-dir",
@@ -99,6 +101,8 @@ _ENV: Final = {
     "SUITSRV_LIMIT_ENVELOPE_BYTES": "limits.envelope-bytes",
     "SUITSRV_LIMIT_PAYLOAD_BYTES": "limits.payload-bytes",
     "SUITSRV_LIMIT_REPORT_BYTES": "limits.report-bytes",
+    "SUITSRV_LIMIT_CONFIG_BYTES": "limits.config-bytes",
+    "SUITSRV_VAULT_KEY_FILE": "vault.key-file",
     "SUITSRV_TLS_CERT": "tls.cert",
     "SUITSRV_TLS_KEY": "tls.key",
     "SUITSRV_ACCESS_LOG": "access-log",
@@ -135,6 +139,63 @@ def _table(doc: Mapping[str, Any], name: str, keys: set[str]) -> dict[str, Any]:
     return table
 
 
+_TABLES: Final = {
+    "limits": {"envelope-bytes", "payload-bytes", "report-bytes", "config-bytes"},
+    "poll": {"interval", "jitter"},
+    "tls": {"cert", "key"},
+    "attestation": {"nonce-ttl", "result-ttl"},
+    "lifecycle": {"recidivism-window"},
+    "vault": {"key-file"},
+}
+
+
+def _flatten(path: Path | None) -> dict[str, Any]:
+    """The file's settings as ``{"key": v, "table.key": v}``; unknown keys refused."""
+    if path is None:
+        return {}
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    unknown = set(doc) - _FILE_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys {sorted(unknown)}")
+    flat = {k: v for k, v in doc.items() if k not in _TABLES}
+    for name, keys in _TABLES.items():
+        flat.update({f"{name}.{k}": v for k, v in _table(doc, name, keys).items()})
+    return flat
+
+
+def _jitter(value: Any) -> float:
+    try:
+        jitter = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"poll jitter must be a number, got {value!r}") from None
+    if not 0 <= jitter < 1:
+        raise ConfigError("poll jitter must be within 0..1 (a fraction of the interval)")
+    return jitter
+
+
+def _limits(flat: Mapping[str, Any]) -> Limits:
+    def limit(key: str, default: int, low: int) -> int:
+        return _int(flat.get(f"limits.{key}", default), key, low)
+
+    return Limits(
+        envelope_bytes=limit("envelope-bytes", Limits.envelope_bytes, 64),
+        payload_bytes=limit("payload-bytes", Limits.payload_bytes, 1),
+        report_bytes=limit("report-bytes", Limits.report_bytes, 64),
+        config_bytes=limit("config-bytes", Limits.config_bytes, 1),
+    )
+
+
+def _base_url(value: Any) -> str:
+    url = str(value)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"public-base-url must be an http(s) URL, got {url!r}")
+    return url.rstrip("/")
+
+
 def load_config(
     path: Path | None = None,
     environ: Mapping[str, str] | None = None,
@@ -143,33 +204,9 @@ def load_config(
     """Read ``path`` (optional), the environment and command-line ``overrides`` (file-key
     names such as ``"data-dir"``; they win over both) into a Config; ConfigError when invalid."""
     env = os.environ if environ is None else environ
-    doc: dict[str, Any] = {}
-    if path is not None:
-        try:
-            doc = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read config {path}: {exc}") from exc
-        unknown = set(doc) - _FILE_KEYS
-        if unknown:
-            raise ConfigError(f"{path}: unknown keys {sorted(unknown)}")
-    limits_t = _table(doc, "limits", {"envelope-bytes", "payload-bytes", "report-bytes"})
-    poll_t = _table(doc, "poll", {"interval", "jitter"})
-    tls_t = _table(doc, "tls", {"cert", "key"})
-    att_t = _table(doc, "attestation", {"nonce-ttl", "result-ttl"})
-    life_t = _table(doc, "lifecycle", {"recidivism-window"})
-    flat: dict[str, Any] = {
-        k: v
-        for k, v in doc.items()
-        if k not in ("limits", "poll", "tls", "attestation", "lifecycle")
-    }
-    flat.update({f"lifecycle.{k}": v for k, v in life_t.items()})
-    flat.update({f"attestation.{k}": v for k, v in att_t.items()})
-    flat.update({f"limits.{k}": v for k, v in limits_t.items()})
-    flat.update({f"poll.{k}": v for k, v in poll_t.items()})
-    flat.update({f"tls.{k}": v for k, v in tls_t.items()})
+    flat = _flatten(path)
     flat.update({key: env[var] for var, key in _ENV.items() if var in env})
     flat.update(overrides or {})
-
     if "data-dir" not in flat:
         raise ConfigError("data-dir is required (config file or SUITSRV_DATA_DIR)")
     config = Config(data_dir=Path(flat["data-dir"]).expanduser())
@@ -177,45 +214,22 @@ def load_config(
         host, port = _listen(flat["listen"])
         config = replace(config, host=host, port=port)
     if "public-base-url" in flat:
-        url = str(flat["public-base-url"])
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(f"public-base-url must be an http(s) URL, got {url!r}")
-        config = replace(config, public_base_url=url.rstrip("/"))
-    jitter = flat.get("poll.jitter", config.poll_jitter)
-    try:
-        jitter_f = float(jitter)
-    except (TypeError, ValueError):
-        raise ConfigError(f"poll jitter must be a number, got {jitter!r}") from None
-    if not 0 <= jitter_f < 1:
-        raise ConfigError("poll jitter must be within 0..1 (a fraction of the interval)")
-    config = replace(
+        config = replace(config, public_base_url=_base_url(flat["public-base-url"]))
+    cert, key = flat.get("tls.cert"), flat.get("tls.key")
+    if (cert is None) != (key is None):
+        raise ConfigError("TLS needs both a certificate and a key")
+    return replace(
         config,
-        poll_interval=_int(
-            flat.get("poll.interval", config.poll_interval), "poll interval", 1, 7 * 86400
-        ),
-        poll_jitter=jitter_f,
-        limits=Limits(
-            envelope_bytes=_int(
-                flat.get("limits.envelope-bytes", Limits.envelope_bytes), "envelope-bytes", 64
-            ),
-            payload_bytes=_int(
-                flat.get("limits.payload-bytes", Limits.payload_bytes), "payload-bytes", 1
-            ),
-            report_bytes=_int(
-                flat.get("limits.report-bytes", Limits.report_bytes), "report-bytes", 64
-            ),
-        ),
+        poll_interval=_int(flat.get("poll.interval", 3600), "poll interval", 1, 7 * 86400),
+        poll_jitter=_jitter(flat.get("poll.jitter", config.poll_jitter)),
+        limits=_limits(flat),
         access_log=str(flat.get("access-log", "true")).lower() not in ("0", "false", "no", "off"),
         nonce_ttl=_int(flat.get("attestation.nonce-ttl", 120), "nonce-ttl", 5, 3600),
         result_ttl=_int(flat.get("attestation.result-ttl", 3600), "result-ttl", 60, 30 * 86400),
         recidivism_window=_int(
             flat.get("lifecycle.recidivism-window", 30 * 86400), "recidivism-window", 0, 10**9
         ),
+        vault_key_file=Path(str(flat["vault.key-file"])) if "vault.key-file" in flat else None,
+        tls_cert=Path(str(cert)) if cert is not None else None,
+        tls_key=Path(str(key)) if key is not None else None,
     )
-    cert, key = flat.get("tls.cert"), flat.get("tls.key")
-    if (cert is None) != (key is None):
-        raise ConfigError("TLS needs both a certificate and a key")
-    if cert is not None:
-        config = replace(config, tls_cert=Path(str(cert)), tls_key=Path(str(key)))
-    return config

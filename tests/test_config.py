@@ -55,3 +55,14 @@ def test_command_line_overrides_keep_the_environment(tmp_path: Path) -> None:
     config = load_config(None, env, overrides={"data-dir": str(tmp_path)})
     assert config.data_dir == tmp_path
     assert config.access_log is False and config.poll_interval == 60
+
+
+def test_attestation_lifecycle_and_vault_settings(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        'data-dir = "/x"\n[attestation]\nnonce-ttl = 30\n[lifecycle]\nrecidivism-window = 60\n'
+        '[vault]\nkey-file = "/etc/k"\n[limits]\nconfig-bytes = 4096\n'
+    )
+    config = load_config(path, {})
+    assert (config.nonce_ttl, config.recidivism_window) == (30, 60)
+    assert config.vault_key_file == Path("/etc/k") and config.limits.config_bytes == 4096
