@@ -167,6 +167,9 @@ async def test_tampered_firmware_stays_quarantined(
     view = await _state(svc, gateway)
     # Back in quarantine within the recidivism window: escalated to an operator.
     assert view["state"] == "quarantined" and view["escalated"] is True
+    # And it gets no configuration back.
+    restore = await svc.client.get("/v1/device/config", headers=svc.auth(device))
+    assert restore.status == 409
     resp = await svc.client.post(
         "/v1/gateway/devices/cam-1/reinstatement", headers=svc.auth(gateway)
     )
@@ -219,3 +222,95 @@ async def test_manufacturer_registers_devices_in_bulk(story: tuple[Service, str,
         "/v1/vendor/devices", json=body, headers=svc.auth(svc.vendor_token)
     )
     assert again.status == 409
+
+
+async def test_the_full_story_with_backup_restore_sse_and_webhook(
+    story: tuple[Service, str, str], tpm: tuple[ESAPI, ESYS_TR, bytes], aiohttp_server: Any
+) -> None:
+    """enroll → back up config → incident → quarantined (pinhole only) → new manifest → update
+    → report → attest (affirming) → restore (the pre-incident backup, not the one written while
+    compromised) → signal on SSE and webhook → acknowledged → nominal."""
+    import asyncio
+    import hmac
+    import json
+
+    from aiohttp import web
+
+    svc, device, gateway = story
+    secret = "ab" * 32
+    hooks: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.read()
+        mac = hmac.new(bytes.fromhex(secret), request.headers["Suitsrv-Timestamp"].encode()
+                       + b"." + body, hashlib.sha256).hexdigest()  # fmt: skip
+        assert hmac.compare_digest(request.headers["Suitsrv-Signature"], f"sha256={mac}")
+        hooks.append(json.loads(body))
+        return web.Response(status=204)
+
+    receiver = web.Application()
+    receiver.router.add_post("/hook", hook)
+    server = await aiohttp_server(receiver)
+    hook_url = str(server.make_url("/hook"))
+    resp = await svc.client.put(
+        "/v1/gateway/webhook", headers=svc.auth(gateway), json={"url": hook_url, "secret": secret}
+    )
+    assert resp.status in (200, 201), await resp.text()
+
+    async def backup(data: bytes) -> int:
+        resp = await svc.client.put("/v1/device/config", data=data, headers={
+            **svc.auth(device), "Content-Type": "application/octet-stream"})  # fmt: skip
+        return resp.status
+
+    # Enroll, back up while nominal, then an incident: a backup taken while suspicious is kept
+    # but must never come back; the second incident quarantines.
+    claim = await svc.client.post("/v1/gateway/devices", json={"device_id": "cam-1"},
+                                  headers=svc.auth(gateway))  # fmt: skip
+    assert claim.status == 201
+    assert await backup(b"wifi=home\nadmin=alice\n") == 201
+    incident = {"kind": "scanning", "window_start": 1, "window_end": 2}
+    url = "/v1/gateway/devices/cam-1/incidents"
+    assert (await svc.client.post(url, json=incident, headers=svc.auth(gateway))).status == 201
+    assert await backup(b"wifi=home\nadmin=mallory\n") == 201  # written while compromised
+    resp = await svc.client.post(url, json=incident, headers=svc.auth(gateway))
+    assert (await resp.json())["state"] == "quarantined"
+    assert await backup(b"anything") == 403  # outside the pinhole now
+
+    await _upgrade(svc, device, FIXED)
+    verdict = await _attest(svc, device, tpm, FIXED)
+    assert verdict["status"] == "affirming"
+    view = await _state(svc, gateway)
+    assert view["verdict_affirmed"] and not view["config_restored"]  # a backup waits
+    restore = await svc.client.get("/v1/device/config", headers=svc.auth(device))
+    assert restore.status == 200 and await restore.read() == b"wifi=home\nadmin=alice\n"
+    version = int(restore.headers["Suitsrv-Config-Version"])
+    done = await svc.client.post("/v1/device/config/restored", json={"version": version},
+                                 headers=svc.auth(device))  # fmt: skip
+    assert done.status == 200, await done.text()
+
+    # The gateway hears it on its event stream and its webhook, then acknowledges.
+    events: list[str] = []
+    stream = await svc.client.get("/v1/gateway/events", headers=svc.auth(gateway))
+    async with asyncio.timeout(10):
+        async for raw in stream.content:
+            line = raw.decode().strip()
+            if line.startswith("event:"):
+                events.append(line.split(":", 1)[1].strip())
+            if "reinstatement-ready" in events:
+                break
+    stream.close()
+    assert events.index("quarantined") < events.index("reinstatement-ready")
+    async with asyncio.timeout(10):
+        while "reinstatement-ready" not in [h["kind"] for h in hooks]:
+            await asyncio.sleep(0.05)
+    ack = await svc.client.post(
+        "/v1/gateway/devices/cam-1/reinstatement", headers=svc.auth(gateway)
+    )
+    assert ack.status == 200 and (await ack.json())["state"] == "nominal"
+    async with asyncio.timeout(10):
+        while "reinstated" not in [h["kind"] for h in hooks]:
+            await asyncio.sleep(0.05)
+    timeline = await svc.client.get("/v1/operator/devices/cam-1/timeline",
+                                    headers=svc.auth(svc.operator))  # fmt: skip
+    kinds = [(e["kind"], e["event"]) for e in (await timeline.json())["events"]]
+    assert ("transition", "config-restored") in kinds and ("backup", None) in kinds
