@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import os
@@ -182,6 +183,22 @@ def parse_evidence(body: Mapping[str, Any]) -> Evidence:
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def _release_images(envelope: bytes) -> tuple[ExpectedImage, ...]:
+    """The acceptable image digests per component of a stored (already verified) envelope;
+    cached by its bytes, since every attestation of a fleet asks about the same few releases."""
+    images = []
+    for summary in summarize(parse_envelope(envelope).manifest):
+        acceptable = tuple(
+            (_DIGEST_NAMES[d.algorithm], d.value)
+            for d in summary.image_digests
+            if d.algorithm in _DIGEST_NAMES
+        )
+        if acceptable:
+            images.append(ExpectedImage(summary.component_id, acceptable))
+    return tuple(images)
+
+
 async def reference_for(store: Store, device: DeviceRecord) -> ReferenceValues | None:
     """The images of the releases the device reported installing, as reference values."""
     images: list[ExpectedImage] = []
@@ -191,14 +208,7 @@ async def reference_for(store: Store, device: DeviceRecord) -> ReferenceValues |
         if release is None:
             continue
         digests.append(bytes.fromhex(release.digest))
-        for summary in summarize(parse_envelope(release.envelope).manifest):
-            acceptable = tuple(
-                (_DIGEST_NAMES[d.algorithm], d.value)
-                for d in summary.image_digests
-                if d.algorithm in _DIGEST_NAMES
-            )
-            if acceptable:
-                images.append(ExpectedImage(summary.component_id, acceptable))
+        images.extend(_release_images(release.envelope))
     if not images:
         return None
     return ReferenceValues(tuple(images), digests[0] if len(digests) == 1 else None)
