@@ -605,6 +605,11 @@ uri = "https://updates.example/v1/payloads/{sha}"
     async with aiohttp.ClientSession() as session:
         for path, token, body, kind in posts:
             method = "PUT" if path.startswith("/v1/vendor/payloads/") else "POST"
+            if path == "/v1/device/reports":  # a device reports what its update poll handed it
+                auth = {"Authorization": f"Bearer {token}"}
+                async with session.get(url + "/v1/device/update", headers=auth) as poll:
+                    if poll.status != 200:
+                        raise RuntimeError(f"poll: {poll.status} {await poll.text()}")
             headers = {"Authorization": f"Bearer {token}", "Content-Type": kind}
             async with session.request(method, url + path, data=body, headers=headers) as resp:
                 if resp.status not in (200, 201):

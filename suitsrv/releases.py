@@ -39,6 +39,7 @@ from .store import (
     ReportRecord,
     Store,
 )
+from .store import device_queries as dq
 
 __all__ = [
     "UpdateDecision",
@@ -214,6 +215,11 @@ async def accept_report(
         raise NotFound(
             f"the report refers to manifest {report.manifest_digest.hex}, which is unknown"
         )
+    served = await store.read(dq.served_digest, device.device_id)
+    if not release.published or served != release.digest:
+        # A device reports only what it was handed (issue 5 review: otherwise a quarantined
+        # device could name an old release and be appraised against it).
+        raise Conflict("the report names a release this device was not given by its last update")
     if (release.vendor, release.class_id) != (device.vendor, device.class_id):
         raise Conflict("the report refers to a manifest that was not released for this device")
     reference = parse_envelope(release.envelope).manifest.reference_uri

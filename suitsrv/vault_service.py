@@ -76,8 +76,8 @@ class RestoredConfig:
 
 
 def master_key_path(config: Config) -> Path:
-    """Where the vault's master key lives (a ``vault-key-file`` setting will override it)."""
-    return config.data_dir / "vault" / "master.key"
+    """Where the vault's master key lives: ``[vault] key-file`` or DATA/vault/master.key."""
+    return config.vault_key_file or config.data_dir / "vault" / "master.key"
 
 
 # Loaded on first use and kept per path: the aiohttp app is frozen before the first request,

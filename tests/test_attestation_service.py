@@ -71,6 +71,8 @@ async def _install(svc: Service, image: bytes) -> None:
     await svc.upload_payload(image)
     envelope = svc.envelope(4, image)
     assert (await svc.upload_manifest(envelope)).status == 201
+    poll = await svc.client.get("/v1/device/update", headers=svc.auth(svc.devices["tpm-dev"]))
+    assert poll.status == 200  # a device reports only what its update poll handed it
     report = build_report(
         reference_uri="", manifest_digest=parse_envelope(envelope).digest,
         result=ReportResult(success=True),
@@ -221,6 +223,7 @@ async def test_eat_token_evidence(svc: Service) -> None:
     await svc.upload_payload(FIRMWARE)
     envelope = svc.envelope(4, FIRMWARE)
     assert (await svc.upload_manifest(envelope)).status == 201
+    assert (await svc.client.get("/v1/device/update", headers=svc.auth(token))).status == 200
     report = build_report(reference_uri="", manifest_digest=parse_envelope(envelope).digest,
                           result=ReportResult(success=True))  # fmt: skip
     headers = {**svc.auth(token), "Content-Type": "application/suit-report+cose"}

@@ -314,3 +314,26 @@ async def test_the_full_story_with_backup_restore_sse_and_webhook(
                                     headers=svc.auth(svc.operator))  # fmt: skip
     kinds = [(e["kind"], e["event"]) for e in (await timeline.json())["events"]]
     assert ("transition", "config-restored") in kinds and ("backup", None) in kinds
+
+
+async def test_a_report_must_name_the_release_the_device_was_given(
+    story: tuple[Service, str, str],
+) -> None:
+    """Review finding: a quarantined device reporting an older release it was never handed
+    must not move on (it would then be appraised against that old release)."""
+    svc, device, gateway = story
+    old = b"old firmware " * 100
+    await svc.upload_payload(old)
+    old_envelope = svc.envelope(5, old)
+    assert (await svc.upload_manifest(old_envelope)).status == 201
+    await _quarantine(svc, gateway)
+    await svc.upload_payload(FIXED)
+    assert (await svc.upload_manifest(svc.envelope(10, FIXED))).status == 201
+    assert (await svc.client.get("/v1/device/update", headers=svc.auth(device))).status == 200
+    assert (await _state(svc, gateway))["state"] == "upgrading"
+    report = build_report(reference_uri="", manifest_digest=parse_envelope(old_envelope).digest,
+                          result=ReportResult(success=True))  # fmt: skip
+    headers = {**svc.auth(device), "Content-Type": "application/suit-report+cose"}
+    resp = await svc.client.post("/v1/device/reports", data=report, headers=headers)
+    assert resp.status == 409
+    assert (await _state(svc, gateway))["state"] == "upgrading"

@@ -216,6 +216,7 @@ async def test_use_before_and_version_conditions(svc: Service) -> None:
     base = random_payload(300)
     assert (await svc.upload_payload(base)).status == 201
     assert (await svc.upload_manifest(svc.envelope(1, base))).status == 201  # version 1.1.0
+    assert (await svc.client.get("/v1/device/update", headers=device)).status == 200
     digest = parse_envelope(svc.envelope(1, base)).digest
     report = build_report(
         reference_uri="", manifest_digest=digest, result=ReportResult(success=True)

@@ -18,7 +18,9 @@ __all__ = [
     "has_restorable_backup",
     "insert_advisory",
     "insert_incident",
+    "record_served",
     "revoke_device_tokens",
+    "served_digest",
     "set_device_key",
 ]
 
@@ -47,6 +49,18 @@ def revoke_device_tokens(db: Database, device_id: str, now: float) -> list[str]:
         [now, device_id],
     )
     return ids
+
+
+def record_served(db: Database, device_id: str, digest: str, now: float) -> None:
+    """Remember the release an update poll handed to the device: its report must name it."""
+    db.table("served").upsert(
+        {"device_id": device_id, "digest": digest, "served_at": now}, pk="device_id"
+    )
+
+
+def served_digest(db: Database, device_id: str) -> str | None:
+    row = db.execute("SELECT digest FROM served WHERE device_id = ?", [device_id]).fetchone()
+    return str(row[0]) if row else None
 
 
 def has_restorable_backup(db: Database, device_id: str) -> bool:

@@ -129,11 +129,20 @@ def _webhook_cursors(db: Database) -> None:
     ensure_schema(db)
 
 
+def _served(db: Database) -> None:
+    db.table("served").create(
+        {"device_id": str, "digest": str, "served_at": float},
+        pk="device_id", foreign_keys=[("device_id", "devices", "device_id")],
+        not_null={"digest", "served_at"},
+    )  # fmt: skip
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Database], None]]] = [
     (1, "initial schema", _initial),
     (2, "attestation verdicts", _verdicts),
     (3, "device lifecycle, timeline, incidents, advisories, signals, config backups", _lifecycle),
     (4, "webhook delivery cursors", _webhook_cursors),
+    (5, "the release last served to each device", _served),
 ]
 
 

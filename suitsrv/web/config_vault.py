@@ -30,7 +30,7 @@ async def put_config(request: web.Request, principal: Principal | None) -> web.S
     device = await devices.device_of(store, principal_of(principal).scope)
     if request.content_type != CONFIG_TYPE:
         raise UnsupportedMediaType(f"send {CONFIG_TYPE}, not {request.content_type or 'nothing'}")
-    limit = vault_service.BACKUP_LIMIT_BYTES
+    limit = request.app[CONFIG].limits.config_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"backup of {request.content_length} bytes exceeds {limit}")
     backup = await vault_service.store_backup(

@@ -9,6 +9,7 @@ from suitsrv.auth import Principal
 from suitsrv.errors import Forbidden, InvalidRequest, NotFound
 from suitsrv.lifecycle import Event
 from suitsrv.store import DeviceRecord, Role, is_sha256_hex
+from suitsrv.store import device_queries as dq
 
 from .app import CLOCK, CONFIG, RNG, STORE, Route, json_response, principal_of
 from .ranges import send_blob
@@ -53,6 +54,9 @@ async def get_update(request: web.Request, principal: Principal | None) -> web.S
     headers["Suit-Sequence-Number"] = str(release.sequence_number)
     if _etag_matches(request.headers.get("If-None-Match"), release.digest):
         return web.Response(status=304, headers=headers)
+    await request.app[STORE].write(
+        dq.record_served, decision.device.device_id, release.digest, request.app[CLOCK]()
+    )
     # A quarantined or suspect device fetching its fix is the lifecycle's update-fetched.
     await devices.record_if_allowed(
         request.app[STORE], request.app[CONFIG], decision.device, Event.UPDATE_FETCHED,
