@@ -123,36 +123,42 @@ def _compare_images(
     reference: ReferenceValues | None,
     policy: Policy,
 ) -> tuple[int, list[str]]:
-    """executables claim and reasons from (component id or None, digest) measurements."""
+    """executables claim and reasons from (component id or None, digest) measurements.
+
+    A component measured under its own identifier must have only acceptable digests: a second,
+    unexpected measurement of the same component is a mismatch even if another one matches
+    (firmware that also measures the expected image proves nothing). Measurements without an
+    identifier, or under names no reference uses (PSA types, EAT names), are matched by
+    digest."""
     if reference is None:
         return WARN_UNRECOGNIZED, ["no reference values: the expected firmware is unknown"]
     reasons: list[str] = []
     claim = APPROVED
+    referenced = {image.component_id for image in reference.images}
+    anonymous = [d for cid, d in measured if cid is None or cid not in referenced]
+    mismatch = WARN_UNRECOGNIZED if policy.mismatch is UnknownComponents.WARN else CONTRAINDICATED
     for image in reference.images:
         named = [d for cid, d in measured if cid == image.component_id]
-        candidates = named or [d for cid, d in measured if cid is None]
-        if any(_matches(d, image.digests) for d in candidates):
-            continue
         expected = ", ".join(v.hex() for _, v in image.digests)
         component = "/".join(p.hex() for p in image.component_id) or "(component)"
         if named:
+            if all(_matches(d, image.digests) for d in named):
+                continue
             got = ", ".join(v.hex() for _, v in named)
             reasons.append(f"component {component}: measured {got}, expected {expected}")
-            warn = policy.mismatch is UnknownComponents.WARN
-            claim = max(claim, WARN_UNRECOGNIZED if warn else CONTRAINDICATED)
-        else:
+            claim = max(claim, mismatch)
+        elif not any(_matches(d, image.digests) for d in anonymous):
             reasons.append(f"component {component}: not measured, expected {expected}")
             claim = CONTRAINDICATED
     known = [d for image in reference.images for d in image.digests]
     for cid, digest in measured:
-        if not _matches(digest, known):
-            where = "/".join(p.hex() for p in cid) if cid else "a component"
-            if cid is not None and any(cid == image.component_id for image in reference.images):
-                continue  # already reported as a mismatch above
-            reasons.append(f"{where} measured {digest[1].hex()}, which no reference value names")
-            if claim == APPROVED:
-                bad = policy.unknown_components is UnknownComponents.CONTRAINDICATE
-                claim = CONTRAINDICATED if bad else WARN_UNRECOGNIZED
+        if cid in referenced or _matches(digest, known):
+            continue  # judged above
+        where = "/".join(p.hex() for p in cid) if cid else "a component"
+        reasons.append(f"{where} measured {digest[1].hex()}, which no reference value names")
+        if claim == APPROVED:
+            bad = policy.unknown_components is UnknownComponents.CONTRAINDICATE
+            claim = CONTRAINDICATED if bad else WARN_UNRECOGNIZED
     return claim, reasons
 
 
@@ -323,7 +329,7 @@ def appraise_eat(
     for m in claims.measurements:
         if m.component is not None and (name := digest_name(m.component.digest_alg)):
             measured.append(((m.component.name.encode(),), (name, m.component.digest)))
-    executables, why = _compare_images([(None, d) for _, d in measured], reference, policy)
+    executables, why = _compare_images(measured, reference, policy)
     vector = TrustVector(instance_identity=APPROVED, executables=executables)
     shown = tuple((c[0].decode(), d.hex()) for c, (_, d) in measured if c)
     return Appraisal(status_of(vector), vector, tuple(why), "eat", measured=shown)

@@ -245,3 +245,19 @@ def test_quote_without_pcr_values(device: Device) -> None:
                           reference=REFERENCE)  # fmt: skip
     assert result.status is Status.WARNING and result.vector.instance_identity == 2
     assert "no PCR values" in result.reasons[0]
+
+
+def test_a_second_unexpected_measurement_of_a_component_is_a_mismatch() -> None:
+    """Review finding: old and new digest both measured for one component must not pass."""
+    from attest.appraise import _compare_images
+
+    old, new = hashlib.sha256(b"old").digest(), hashlib.sha256(b"new").digest()
+    reference = ReferenceValues((ExpectedImage((b"firmware",), (("sha256", new),)),))
+    both = [((b"firmware",), ("sha256", old)), ((b"firmware",), ("sha256", new))]
+    claim, reasons = _compare_images(both, reference, Policy())
+    assert claim == 96 and old.hex() in reasons[0]
+    only_new = [((b"firmware",), ("sha256", new))]
+    assert _compare_images(only_new, reference, Policy()) == (2, [])
+    # Unnamed measurements (and names no reference uses) are matched by digest.
+    assert _compare_images([(None, ("sha256", new))], reference, Policy()) == (2, [])
+    assert _compare_images([((b"BL",), ("sha256", new))], reference, Policy())[0] == 2
