@@ -18,6 +18,7 @@ from manifests.uuids import class_id as make_class_id
 
 from .auth import issue_token
 from .errors import Conflict, InvalidRequest, NotFound
+from .lifecycle import State
 from .releases import to_trust_anchor
 from .store import AnchorRecord, DeviceRecord, Role, Store, TokenRecord, VendorRecord
 
@@ -153,6 +154,8 @@ async def issue_credential(
         raise NotFound(f"no vendor {scope!r}")
     elif role is Role.DEVICE and await store.get_device(scope) is None:
         raise NotFound(f"no device {scope!r}")
+    elif role is Role.DEVICE and (await store.get_lifecycle(scope)).state is State.DECOMMISSIONED:
+        raise Conflict(f"device {scope!r} is decommissioned: it gets no credentials")
     elif role is Role.GATEWAY:
         check_name(scope, "gateway id")
     return await issue_token(store, role, scope, label=label, now=now)

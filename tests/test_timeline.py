@@ -248,3 +248,11 @@ def test_signal_lines_name_the_signal_kind() -> None:
     long = TimelineEntry(8, "dev-1", 0.0, "transition", "device:x", "update-fetched",
                          "quarantined", "upgrading", {"digest": "ab" * 32})  # fmt: skip
     assert format_entry(long).endswith("…") and "quarantined → upgrading" in format_entry(long)
+
+
+async def test_a_decommissioned_device_gets_no_new_credentials(svc: Service) -> None:
+    await walk(svc.store, "dev-1", [Event.ENROLLED], svc.clock())
+    await post(svc, "/v1/operator/devices/dev-1/decommission", svc.operator, 200)
+    resp = await svc.client.post("/v1/operator/tokens", json={"role": "device", "scope": "dev-1"},
+                                 headers=svc.auth(svc.operator))  # fmt: skip
+    assert resp.status == 409

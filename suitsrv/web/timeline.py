@@ -105,13 +105,10 @@ async def get_timeline(request: web.Request, principal: Principal | None) -> web
 
 
 async def _purge_backups(request: web.Request, store: Store, device_id: str) -> int:
-    """Purge the backups and revoke the device's credentials: a decommissioned device keeps
-    nothing here and reaches nothing (its tokens stop at once on this server)."""
+    """Purge the backups: a decommissioned device keeps nothing here."""
     # Imported at call time: the vault pulls in the backup crypto, which only this route needs.
     from suitsrv.vault_service import purge
 
-    for token_id in await store.write(dq.revoke_device_tokens, device_id, request.app[CLOCK]()):
-        request.app[TOKENS].forget(token_id)
     return await purge(store, device_id)
 
 
@@ -129,6 +126,11 @@ async def post_decommission(
 ) -> web.StreamResponse:
     caller = principal_of(principal)
     store, device_id = request.app[STORE], request.match_info["device_id"]
+    await _visible_device(request, caller)
+    # Credentials go first: a crash after this line leaves a device that can do nothing, never
+    # a decommissioned one whose tokens still work (fail closed).
+    for token_id in await store.write(dq.revoke_device_tokens, device_id, request.app[CLOCK]()):
+        request.app[TOKENS].forget(token_id)
     try:
         after = await _decide(request, caller, Event.DECOMMISSIONED)
     except IllegalTransition:
