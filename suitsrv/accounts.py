@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 import secrets
 import uuid
@@ -46,6 +47,10 @@ _KEY_NAMES: Final = {
     "report_key", "ek_pem", "ek_public", "ek_certificate", "ak_pem", "ak_public", "iak_pem",
     "iak_jwk", "mud_url",
 }  # fmt: skip
+
+
+def claim_code_hash(code: str) -> str:
+    return hashlib.sha256(code.encode()).hexdigest()
 
 
 def check_name(value: object, what: str) -> str:
@@ -178,9 +183,12 @@ async def register_device(
     class_name: str | None = None,
     gateway: str | None = None,
     keys: Mapping[str, str] | None = None,
+    claim_code: str | None = None,
     now: float,
 ) -> tuple[DeviceRecord, str]:
-    """Register a device and issue its token (shown once)."""
+    """Register a device and issue its token (shown once). ``claim_code`` is the secret printed
+    on the device (its label, its box): a gateway must present it to claim the device; only its
+    SHA-256 is kept."""
     check_name(device_id, "device id")
     record = await store.get_vendor(vendor)
     if record is None:
@@ -188,6 +196,8 @@ async def register_device(
     if (class_id is None) == (class_name is None):
         raise InvalidRequest("give exactly one of class_id or class_name")
     if class_name is not None:
+        if not isinstance(class_name, str):
+            raise InvalidRequest("class_name must be text")
         class_id = str(make_class_id(uuid.UUID(record.vendor_ids[0]), class_name))
     keys = dict(keys or {})
     unknown = set(keys) - _KEY_NAMES
@@ -195,6 +205,10 @@ async def register_device(
         raise InvalidRequest(f"device keys may be {sorted(_KEY_NAMES)} (text)")
     if gateway is not None:
         check_name(gateway, "gateway id")
+    if claim_code is not None:
+        if not isinstance(claim_code, str) or len(claim_code) < 8:
+            raise InvalidRequest("claim_code must be text of at least 8 characters")
+        keys["claim_code_sha256"] = claim_code_hash(claim_code)
     device = DeviceRecord(device_id, vendor, _uuid(class_id, "class-id"), gateway, keys, now)
     if await store.get_device(device_id) is not None:
         raise Conflict(f"device {device_id!r} is already registered")

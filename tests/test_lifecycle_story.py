@@ -31,6 +31,8 @@ AK_ATTRS = (
     | TPMA_OBJECT.USERWITHAUTH | TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.SIGN_ENCRYPT
 )  # fmt: skip
 FIXED = b"thermostat firmware 2.0 (fixed) " * 300
+CLAIM = "K7QX-29FD-LL3P"  # the claim code on the camera's label
+CLAIM_BODY = {"device_id": "cam-1", "claim_code": CLAIM}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,7 @@ async def story(
 ) -> AsyncIterator[tuple[Service, str, str]]:
     svc = await start_service(tmp_path, aiohttp_client)
     _, device = await accounts.register_device(
-        svc.store, "cam-1", "acme", class_name="thermostat-v2",
+        svc.store, "cam-1", "acme", class_name="thermostat-v2", claim_code=CLAIM,
         keys={"ak_public": base64.b64encode(tpm[2]).decode()}, now=svc.clock(),
     )  # fmt: skip
     gateway, _ = await accounts.issue_credential(
@@ -97,8 +99,7 @@ async def _state(svc: Service, gateway: str) -> dict[str, Any]:
 
 
 async def _quarantine(svc: Service, gateway: str) -> None:
-    resp = await svc.client.post("/v1/gateway/devices", json={"device_id": "cam-1"},
-                                 headers=svc.auth(gateway))  # fmt: skip
+    resp = await svc.client.post("/v1/gateway/devices", json=CLAIM_BODY, headers=svc.auth(gateway))
     assert resp.status == 201 and (await resp.json())["state"] == "nominal"
     incident = {"kind": "scanning", "window_start": 1, "window_end": 2,
                 "destinations": [{"name": "10.0.0.0/8", "port": 23, "count": 4000}]}  # fmt: skip
@@ -179,11 +180,18 @@ async def test_tampered_firmware_stays_quarantined(
 async def test_claims_and_advisories_are_scoped(story: tuple[Service, str, str]) -> None:
     svc, _, gateway = story
     other, _ = await accounts.issue_credential(svc.store, Role.GATEWAY, "gw-other", now=svc.clock())
-    assert (await svc.client.post("/v1/gateway/devices", json={"device_id": "cam-1"},
-                                  headers=svc.auth(gateway))).status == 201  # fmt: skip
-    resp = await svc.client.post("/v1/gateway/devices", json={"device_id": "cam-1"},
-                                 headers=svc.auth(other))  # fmt: skip
-    assert resp.status == 409
+    claim = {"device_id": "cam-1", "claim_code": CLAIM}
+    # Without the code printed on the device, nobody claims it; the answer is the same as for
+    # a device that does not exist (no oracle).
+    guess = await svc.client.post("/v1/gateway/devices", json={**claim, "claim_code": "wrong-code"},
+                                  headers=svc.auth(other))  # fmt: skip
+    nothing = await svc.client.post("/v1/gateway/devices", json={**claim, "device_id": "nope"},
+                                    headers=svc.auth(other))  # fmt: skip
+    assert guess.status == nothing.status == 404
+    ok = await svc.client.post("/v1/gateway/devices", json=claim, headers=svc.auth(gateway))
+    assert ok.status == 201
+    resp = await svc.client.post("/v1/gateway/devices", json=claim, headers=svc.auth(other))
+    assert resp.status == 404  # claimed by another gateway: the same answer
     resp = await svc.client.get("/v1/gateway/devices/cam-1", headers=svc.auth(other))
     assert resp.status == 404
     # A rival vendor cannot advise acme's class; acme can.
@@ -264,8 +272,7 @@ async def test_the_full_story_with_backup_restore_sse_and_webhook(
 
     # Enroll, back up while nominal, then an incident: a backup taken while suspicious is kept
     # but must never come back; the second incident quarantines.
-    claim = await svc.client.post("/v1/gateway/devices", json={"device_id": "cam-1"},
-                                  headers=svc.auth(gateway))  # fmt: skip
+    claim = await svc.client.post("/v1/gateway/devices", json=CLAIM_BODY, headers=svc.auth(gateway))
     assert claim.status == 201
     assert await backup(b"wifi=home\nadmin=alice\n") == 201
     incident = {"kind": "scanning", "window_start": 1, "window_end": 2}

@@ -230,7 +230,7 @@ def _device_add(args: argparse.Namespace) -> int:
     async def work(store: SqliteStore) -> tuple[Any, str]:
         return await accounts.register_device(
             store, args.device_id, args.vendor, class_id=args.class_id, class_name=args.class_name,
-            gateway=args.gateway, keys=keys, now=time.time(),
+            gateway=args.gateway, keys=keys, claim_code=args.claim_code, now=time.time(),
         )  # fmt: skip
 
     device, token = _with_store(args, work)
@@ -281,6 +281,7 @@ def add_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group.add_argument("--class-id", metavar="UUID")
     group.add_argument("--class-name", metavar="NAME", help="class-id = UUID5(vendor-id, NAME)")
     dadd.add_argument("--gateway")
+    dadd.add_argument("--claim-code", help="secret printed on the device; gateways claim with it")
     dadd.add_argument("--report-key", metavar="PUB.pem", help="key the device signs reports with")
     dadd.add_argument("--ek", metavar="PEM", help="the device TPM's endorsement key")
     dadd.set_defaults(run=_device_add)

@@ -3,12 +3,13 @@ and advisories, the manufacturer's (or an operator's) "class C up to sequence N 
 
 from __future__ import annotations
 
+import hmac
 import json
 from typing import Any
 
 from aiohttp import web
 
-from suitsrv import devices
+from suitsrv import accounts, devices
 from suitsrv.auth import Principal
 from suitsrv.errors import Forbidden, InvalidRequest, NotFound
 from suitsrv.lifecycle import PINHOLE_STATES, Event
@@ -54,14 +55,25 @@ async def _state_view(request: web.Request, device: DeviceRecord) -> dict[str, A
 
 
 async def claim(request: web.Request, principal: Principal | None) -> web.StreamResponse:
-    """A gateway claims a device it sees; the identifiers it saw must match the registration."""
+    """A gateway claims a device it sees, proving possession with the claim code printed on the
+    device; the identifiers it saw must match the registration. An unknown device, a wrong code
+    and a device claimed by another gateway all get the same answer (no existence oracle)."""
     caller = principal_of(principal)
     body = await _json(request)
-    device_id = body.get("device_id")
-    if not isinstance(device_id, str):
-        raise InvalidRequest("device_id is required")
+    device_id, code = body.get("device_id"), body.get("claim_code")
+    if not isinstance(device_id, str) or not isinstance(code, str):
+        raise InvalidRequest("device_id and claim_code are required")
     store, config = request.app[STORE], request.app[CONFIG]
-    device = await devices.device_of(store, device_id)
+    found = await store.get_device(device_id)
+    expected = found.keys.get("claim_code_sha256") if found else None
+    if (
+        found is None
+        or expected is None
+        or not hmac.compare_digest(expected, accounts.claim_code_hash(code))
+        or found.gateway not in (None, caller.scope)
+    ):
+        raise NotFound(f"no device {device_id} with that claim code is waiting to be claimed")
+    device = found
     for field, have in (("vendor", device.vendor), ("class_id", device.class_id)):
         if field in body and body[field] != have:
             raise InvalidRequest(f"{field} {body[field]!r} does not match the registered device")

@@ -136,6 +136,7 @@ async def post_device(request: web.Request, principal: Principal | None) -> web.
         class_name=body.get("class_name"),
         gateway=body.get("gateway"),
         keys=keys,
+        claim_code=body.get("claim_code"),
         now=request.app[CLOCK](),
     )
     return json_response(

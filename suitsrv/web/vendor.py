@@ -167,7 +167,7 @@ async def post_devices(request: web.Request, principal: Principal | None) -> web
         device, token = await accounts.register_device(
             store, entry["device_id"], vendor, class_id=entry.get("class_id"),
             class_name=entry.get("class_name"), keys=keys if isinstance(keys, dict) else {},
-            now=now,
+            claim_code=entry.get("claim_code"), now=now,
         )  # fmt: skip
         registered.append({"device_id": device.device_id, "class_id": device.class_id,
                            "token": token})  # fmt: skip
