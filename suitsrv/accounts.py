@@ -73,7 +73,8 @@ def anchor_from_input(vendor: str, spec: Mapping[str, Any], now: float) -> Ancho
     kid_bytes = kid.encode() if isinstance(kid, str) else None
     names = spec.get("algorithms")
     if names is not None and (
-        not isinstance(names, list) or not all(n in ALGORITHM_NAMES for n in names)
+        not isinstance(names, list)
+        or not all(isinstance(n, str) and n in ALGORITHM_NAMES for n in names)
     ):
         raise InvalidRequest(f"algorithms must be a list of {sorted(ALGORITHM_NAMES)}")
     algs = tuple(int(ALGORITHM_NAMES[n]) for n in names or [])

@@ -47,6 +47,7 @@ from . import __version__
 from .config import Config
 from .enrollment import Enrollments
 from .errors import InvalidRequest, UnsupportedMediaType
+from .jsonbody import json_object
 from .nonces import NonceBook
 from .store import DeviceRecord, Store, VerdictRecord
 
@@ -142,9 +143,7 @@ def evidence_from_body(
         raise UnsupportedMediaType(f"send evidence as one of {sorted(EVIDENCE_TYPES)}")
     try:
         if kind == "json":
-            body = json.loads(data)
-            if not isinstance(body, dict):
-                raise InvalidRequest("evidence must be a JSON object")
+            body = json_object(data, "evidence")
             named = body.get("device_id")
             return parse_evidence(body), named if isinstance(named, str) else device_id
         if kind == "tpm2-quote":

@@ -158,3 +158,36 @@ async def test_offline_revocation_takes_effect_within_the_cache_ttl(svc: Service
     await svc.store.revoke_token(record.token_id, svc.clock())
     svc.clock.now += 6  # past the 5 s token cache
     assert (await svc.client.get("/v1/vendor/manifests", headers=headers)).status == 401
+
+
+_HOSTILE_BODIES = [
+    b"[" * 100_000 + b"]" * 100_000,  # deep enough to exhaust the JSON parser's recursion
+    b'{"a": ' * 50_000 + b"1" + b"}" * 50_000,
+    b"[1, 2]",
+    b"\xff\xfe not utf-8",
+    b'{"after": 99999999999999999999999, "url": 5, "secret": [], "kind": {}, "at": 1e400,'
+    b' "devices": [{"device_id": 7, "class": [], "claim_code": null}], "algorithms": [1],'
+    b' "vendor": 3, "evidence": "x", "nonce": 12, "format": [], "device_id": {}}',
+]
+
+
+async def test_hostile_bodies_get_problems_not_500s(svc: Service) -> None:
+    """Every JSON route, called by every role it admits, answers malformed or mistyped bodies
+    with a 4xx problem: none reaches an unhandled exception."""
+    tokens = await _tokens(svc)
+    walked = 0
+    for route in all_routes():
+        if route.request_type != "application/json" or route.roles is None:
+            continue
+        path = route.path.format(**DUMMY)
+        for who, token in tokens.items():
+            if who not in _ROLE_OF or _ROLE_OF[who] not in route.roles:
+                continue
+            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+            for body in _HOSTILE_BODIES:
+                resp = await svc.client.request(route.method, path, headers=headers, data=body)
+                where = f"{route.method} {route.path} as {who}: {resp.status} for {body[:40]!r}"
+                assert 400 <= resp.status < 500, where
+                assert resp.content_type == "application/problem+json", where
+                walked += 1
+    assert walked > 20

@@ -4,7 +4,6 @@ and the verifier's public key as a JWKS."""
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 from aiohttp import web
@@ -16,7 +15,7 @@ from suitsrv.store import DeviceRecord, Role, VerdictRecord
 from suitsrv.store import device_queries as dq
 
 from .app import CLOCK, STORE, VERIFIER, Route, json_response, principal_of
-from .vendor import read_body
+from .vendor import read_body, read_json
 
 __all__ = ["routes"]
 
@@ -27,14 +26,7 @@ EVIDENCE = tuple(
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
-    data = await read_body(request, _JSON_LIMIT, "application/json")
-    try:
-        body = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"body is not JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise InvalidRequest("body must be a JSON object")
-    return body
+    return await read_json(request, _JSON_LIMIT)
 
 
 async def _target(

@@ -3,13 +3,12 @@ confirm the restore. The rules live in suitsrv/vault_service.py."""
 
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 
 from suitsrv import devices, vault_service
 from suitsrv.auth import Principal
 from suitsrv.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from suitsrv.jsonbody import json_object
 from suitsrv.lifecycle import RESTORABLE_BACKUP_STATES, State
 from suitsrv.store import Role
 
@@ -55,12 +54,8 @@ async def post_restored(request: web.Request, principal: Principal | None) -> we
     """The device applied the backup it was served: ``{"version": N}``."""
     store, config = request.app[STORE], request.app[CONFIG]
     device = await devices.device_of(store, principal_of(principal).scope)
-    data = await read_body(request, _CONFIRM_LIMIT, "application/json")
-    try:
-        body = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"body is not JSON: {exc}") from exc
-    version = body.get("version") if isinstance(body, dict) else None
+    body = json_object(await read_body(request, _CONFIRM_LIMIT, "application/json"))
+    version = body.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise InvalidRequest('send {"version": N}, the Suitsrv-Config-Version restored')
     after = await vault_service.confirm_restore(

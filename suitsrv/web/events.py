@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 import weakref
@@ -23,6 +22,7 @@ from aiohttp import web
 
 from suitsrv.auth import Principal
 from suitsrv.errors import InvalidRequest, NotFound
+from suitsrv.jsonbody import bounded_int
 from suitsrv.signals import (
     KEEPALIVE,
     SSE_PREAMBLE,
@@ -36,7 +36,7 @@ from suitsrv.store import Role
 from suitsrv.store import gateway_queries as gq
 
 from .app import CLOCK, RNG, STORE, Route, json_response, principal_of
-from .vendor import read_body
+from .vendor import read_json
 
 __all__ = ["SIGNAL_SETTINGS", "routes", "stop_streams", "webhook_worker"]
 
@@ -123,14 +123,7 @@ async def get_events(request: web.Request, principal: Principal | None) -> web.S
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
-    data = await read_body(request, _JSON_LIMIT, "application/json")
-    try:
-        body = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"body is not JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise InvalidRequest("body must be a JSON object")
-    return body
+    return await read_json(request, _JSON_LIMIT)
 
 
 def _status_view(status: gq.WebhookStatus) -> dict[str, object]:
@@ -153,8 +146,8 @@ async def put_webhook(request: web.Request, principal: Principal | None) -> web.
     url = check_webhook_url(body.get("url"))
     secret = check_webhook_secret(body.get("secret"))
     after = body.get("after")
-    if after is not None and (isinstance(after, bool) or not isinstance(after, int) or after < 0):
-        raise InvalidRequest("after must be a signal id (a non-negative integer)")
+    if after is not None:
+        after = bounded_int(after, "after (a signal id)")
     status = await request.app[STORE].write(
         gq.put_webhook, gateway, url, secret, after, request.app[CLOCK]()
     )

@@ -4,7 +4,6 @@ and advisories, the manufacturer's (or an operator's) "class C up to sequence N 
 from __future__ import annotations
 
 import hmac
-import json
 from typing import Any
 
 from aiohttp import web
@@ -12,12 +11,13 @@ from aiohttp import web
 from suitsrv import accounts, devices
 from suitsrv.auth import Principal
 from suitsrv.errors import Forbidden, InvalidRequest, NotFound
+from suitsrv.jsonbody import unix_time
 from suitsrv.lifecycle import PINHOLE_STATES, Event
 from suitsrv.store import DeviceRecord, Role
 from suitsrv.store import device_queries as dq
 
 from .app import CLOCK, CONFIG, STORE, Route, json_response, principal_of
-from .vendor import read_body
+from .vendor import read_json
 
 __all__ = ["routes"]
 
@@ -26,13 +26,7 @@ _INCIDENT_KINDS = frozenset({"mud-violation", "scanning", "exfiltration", "malwa
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await read_body(request, _JSON_LIMIT, "application/json"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"body is not JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise InvalidRequest("body must be a JSON object")
-    return body
+    return await read_json(request, _JSON_LIMIT)
 
 
 async def _own_device(request: web.Request, principal: Principal | None) -> DeviceRecord:
@@ -97,11 +91,10 @@ async def report_incident(request: web.Request, principal: Principal | None) -> 
     device = await _own_device(request, principal)
     body = await _json(request)
     kind = body.get("kind")
-    if kind not in _INCIDENT_KINDS:
+    if not isinstance(kind, str) or kind not in _INCIDENT_KINDS:
         raise InvalidRequest(f"kind must be one of {sorted(_INCIDENT_KINDS)}")
-    start, end = body.get("window_start"), body.get("window_end")
-    if not all(isinstance(t, int | float) and not isinstance(t, bool) for t in (start, end)):
-        raise InvalidRequest("window_start and window_end must be unix times")
+    start = unix_time(body.get("window_start"), "window_start")
+    end = unix_time(body.get("window_end"), "window_end")
     destinations = body.get("destinations", [])
     if (
         not isinstance(destinations, list)

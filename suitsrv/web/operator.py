@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -13,7 +12,7 @@ from suitsrv.errors import InvalidRequest, NotFound
 from suitsrv.store import AnchorRecord, DeviceRecord, Role, VendorRecord
 
 from .app import CLOCK, STORE, TOKENS, Route, json_response, principal_of
-from .vendor import read_body
+from .vendor import read_json
 
 __all__ = ["device_view", "routes"]
 
@@ -21,14 +20,7 @@ _JSON_LIMIT = 256 << 10
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
-    data = await read_body(request, _JSON_LIMIT, "application/json")
-    try:
-        body = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"body is not JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise InvalidRequest("body must be a JSON object")
-    return body
+    return await read_json(request, _JSON_LIMIT)
 
 
 def _list_of_str(body: dict[str, Any], key: str) -> list[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
 from aiohttp import web
 
@@ -16,6 +16,7 @@ from suitsrv.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from suitsrv.jsonbody import json_object
 from suitsrv.store import ReleaseRecord, Role, is_sha256_hex
 
 from .app import CLOCK, CONFIG, STORE, Route, json_response, principal_of
@@ -42,6 +43,11 @@ async def read_body(request: web.Request, limit: int, media_type: str | None = N
     if not data:
         raise InvalidRequest("empty request body")
     return bytes(data)
+
+
+async def read_json(request: web.Request, limit: int) -> dict[str, Any]:
+    """A JSON object body (suitsrv.jsonbody rules), refused before reading when too large."""
+    return json_object(await read_body(request, limit, "application/json"))
 
 
 def release_view(release: ReleaseRecord) -> dict[str, object]:
@@ -146,11 +152,8 @@ async def post_devices(request: web.Request, principal: Principal | None) -> web
     """A manufacturer registers its devices in bulk with their keys (EK, IAK, ...); each gets a
     token, shown once. Checked whole before anything is written."""
     vendor = principal_of(principal).scope
-    try:
-        body = json.loads(await read_body(request, 4 << 20, "application/json"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"body is not JSON: {exc}") from exc
-    entries = body.get("devices") if isinstance(body, dict) else None
+    body = await read_json(request, 4 << 20)
+    entries = body.get("devices")
     if not isinstance(entries, list) or not 1 <= len(entries) <= _MAX_BULK:
         raise InvalidRequest(f'send {{"devices": [...]}} with 1..{_MAX_BULK} entries')
     store, now = request.app[STORE], request.app[CLOCK]()
