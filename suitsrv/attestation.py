@@ -182,7 +182,7 @@ def parse_evidence(body: Mapping[str, Any]) -> Evidence:
     )
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=256)
 def _release_images(envelope: bytes) -> tuple[ExpectedImage, ...]:
     """The acceptable image digests per component of a stored (already verified) envelope;
     cached by its bytes, since every attestation of a fleet asks about the same few releases."""

@@ -53,6 +53,11 @@ async def test_upload_poll_download_report(svc: Service) -> None:
     assert (await resp.json())["published"] == [release["digest"]]
     resp = await svc.upload_payload(payload)  # idempotent
     assert resp.status == 200
+    # Knowing a stored digest is not enough to learn it is stored: the bytes must hash to it.
+    resp = await svc.client.put(
+        f"/v1/vendor/payloads/{sha(payload)}", data=b"guess", headers=svc.auth(svc.vendor_token)
+    )
+    assert resp.status == 400 and "hashes to" in (await resp.json())["detail"]
 
     resp = await svc.client.get("/v1/device/update", headers=device)
     assert resp.status == 200 and resp.content_type == ENVELOPE

@@ -80,13 +80,11 @@ async def put_payload(request: web.Request, principal: Principal | None) -> web.
         raise PayloadTooLarge(
             f"payload of {request.content_length} bytes exceeds the limit of {limit}"
         )
-    existing = await store.get_payload(sha256)
-    if existing is not None:
-        # Idempotent: the same name is the same bytes. Drain nothing; the client may stop.
-        return json_response(
-            {"sha256": sha256, "size": existing.size, "created": False, "published": []}
-        )
+    # The body is read and hashed even when the payload is stored already: answering "have it"
+    # to a bare digest would tell any vendor which firmware (and its size) others uploaded.
     size, _ = await store.blobs.write(sha256, request.content.iter_chunked(_CHUNK), max_size=limit)
+    if await store.get_payload(sha256) is not None:  # idempotent: same name, same bytes
+        return json_response({"sha256": sha256, "size": size, "created": False, "published": []})
     published = await releases.accept_payload_record(store, sha256, size, request.app[CLOCK]())
     return json_response(
         {"sha256": sha256, "size": size, "created": True, "published": published}, status=201
