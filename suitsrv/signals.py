@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import random
@@ -117,9 +118,24 @@ def check_webhook_url(value: object) -> str:
         raise InvalidRequest("url must not carry credentials")
     if not host or parts.fragment:
         raise InvalidRequest("url needs a host and no fragment")
-    if parts.scheme == "https" or (parts.scheme == "http" and host in _LOOPBACK):
+    if parts.scheme in ("http", "https") and host in _LOOPBACK:
+        return value
+    if parts.scheme == "https":
+        _refuse_internal_address(host)
         return value
     raise InvalidRequest("url must be https:// (http:// only for 127.0.0.1, ::1 or localhost)")
+
+
+def _refuse_internal_address(host: str) -> None:
+    """No https webhook to an IP literal inside the service's own networks (private,
+    link-local such as cloud metadata, multicast, unspecified): the service would be made to
+    call into them. Host names resolving there are not caught here (see the issue 5 note)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return
+    if not address.is_global or address.is_multicast:
+        raise InvalidRequest(f"url must not point into a private or reserved network ({host})")
 
 
 def check_webhook_secret(value: object) -> bytes:

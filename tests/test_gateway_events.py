@@ -348,6 +348,10 @@ async def test_webhook_registration_rules(gw: Gateways, receiver: Receiver) -> N
         {"url": "https://gateway.example/hook", "secret": "zz" * 32},
         {"url": "https://gateway.example/hook", "secret": SECRET, "extra": 1},
         {"url": "https://gateway.example/hook", "secret": SECRET, "after": -1},
+        {"url": "https://169.254.169.254/latest", "secret": SECRET},  # cloud metadata
+        {"url": "https://10.1.2.3/hook", "secret": SECRET},
+        {"url": "https://[fd00::1]/hook", "secret": SECRET},
+        {"url": "https://0.0.0.0/hook", "secret": SECRET},
     ]
     for body in bad:
         resp = await client.put("/v1/gateway/webhook", json=body, headers=headers)
