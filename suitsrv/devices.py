@@ -55,7 +55,10 @@ def signal_rule(config: Config, device: DeviceRecord) -> Any:
                                         "escalated": after.escalated}))  # fmt: skip
         ready = after.verdict_affirmed and after.config_restored_or_none
         was_ready = before.verdict_affirmed and before.config_restored_or_none
-        if after.state is State.RETURNING_TO_SERVICE and ready and not was_ready:
+        # Ready again after an operator cleared the escalation: the gateway's earlier
+        # acknowledgement was refused, so it must hear that it may acknowledge now.
+        cleared = before.escalated and not after.escalated
+        if after.state is State.RETURNING_TO_SERVICE and ready and (not was_ready or cleared):
             out.append(("reinstatement-ready", {**state, "escalated": after.escalated}))
         if after.state is State.NOMINAL and before.state is State.RETURNING_TO_SERVICE:
             out.append(("reinstated", {**state, "mud_url": pinhole(config, device)["mud_url"]}))

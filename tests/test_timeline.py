@@ -185,6 +185,21 @@ async def test_decommission_purges_configuration_backups(svc: Service) -> None:
     assert len(await vault_service.backups(svc.store, "dev-2")) == 1  # another device's stay
 
 
+async def test_clearing_an_escalation_tells_the_gateway_it_may_acknowledge(svc: Service) -> None:
+    now = svc.clock()
+    await accounts.register_device(svc.store, "dev-gw", "acme", class_name=CLASS_NAME,
+                                   gateway="gw-1", now=now)  # fmt: skip
+    ready = [Event.UPDATE_FETCHED, Event.UPDATE_REPORTED, Event.ATTESTATION_AFFIRMED,
+             Event.CONFIG_RESTORED]  # fmt: skip
+    await walk(svc.store, "dev-gw", TO_ESCALATED + ready, now)
+    lc = await svc.store.get_lifecycle("dev-gw")
+    assert (lc.state, lc.escalated, lc.verdict_affirmed) == (State.RETURNING_TO_SERVICE, True, True)
+    before = await svc.store.signals_after("gw-1", 0, 100)
+    await post(svc, "/v1/operator/devices/dev-gw/escalation/clear", svc.operator, 200)
+    new = [s for s in await svc.store.signals_after("gw-1", 0, 100) if s not in before]
+    assert [s.kind for s in new] == ["reinstatement-ready"]
+
+
 async def test_escalation_clear_follows_the_table(svc: Service) -> None:
     clear = "/v1/operator/devices/{}/escalation/clear"
     await walk(svc.store, "dev-1", TO_ESCALATED, svc.clock())
