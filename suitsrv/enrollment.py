@@ -76,8 +76,15 @@ class Enrollments:
             blob, encrypted = make_credential(ek, ak.name, secret, rng=self._randbytes)
         except AttestError as exc:
             raise EnrollmentFailed(f"unusable EK or AK: {exc}") from exc
-        for stale in [k for k, p in self._open.items() if p.expires_at <= now]:
-            del self._open[stale]
+        # One open enrollment per device (a new start replaces it): the book stays bounded by
+        # the number of registered devices, whatever a caller repeats.
+        done = [
+            k
+            for k, p in self._open.items()
+            if p.expires_at <= now or p.device_id == device.device_id
+        ]
+        for key in done:
+            del self._open[key]
         enrollment_id = self._randbytes(12).hex()
         self._open[enrollment_id] = Pending(device.device_id, ak_bytes, secret, now + self.ttl)
         return {
@@ -90,8 +97,11 @@ class Enrollments:
         self, device: DeviceRecord, enrollment_id: object, secret: object, now: float
     ) -> bytes:
         """The AK public area once the device returned the right secret (single use)."""
-        pending = self._open.pop(str(enrollment_id), None)
-        if pending is None or pending.device_id != device.device_id or pending.expires_at <= now:
+        pending = self._open.get(str(enrollment_id))
+        if pending is None or pending.device_id != device.device_id:
+            raise EnrollmentFailed("unknown, used or expired enrollment: start again")
+        del self._open[str(enrollment_id)]  # single use, whatever follows
+        if pending.expires_at <= now:
             raise EnrollmentFailed("unknown, used or expired enrollment: start again")
         if not hmac.compare_digest(pending.secret, _b64(secret, "secret")):
             raise EnrollmentFailed("the secret does not match: the AK is not in this TPM")

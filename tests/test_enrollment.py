@@ -143,3 +143,30 @@ async def test_wrong_secret_or_foreign_ek_is_refused(svc: tuple[Service, str], t
     resp = await service.client.post("/v1/device/attestation/enroll", json=swapped,
                                      headers=service.auth(token))  # fmt: skip
     assert resp.status == 422
+
+
+async def test_a_new_enrollment_replaces_the_open_one(svc: tuple[Service, str], tpm: Keys) -> None:
+    service, token = svc
+    body = {"ek_public": _b64(tpm.ek_public), "ak_public": _b64(tpm.ak_public)}
+    starts = []
+    for _ in range(3):  # repeating the start keeps one open enrollment, not three
+        resp = await service.client.post("/v1/device/attestation/enroll", json=body,
+                                         headers=service.auth(token))  # fmt: skip
+        starts.append(await resp.json())
+    old, new = starts[0], starts[-1]
+    secret = _activate(tpm, base64.b64decode(old["credential_blob"]),
+                       base64.b64decode(old["encrypted_secret"]))  # fmt: skip
+    resp = await service.client.post(
+        "/v1/device/attestation/activate",
+        json={"enrollment_id": old["enrollment_id"], "secret": _b64(secret)},
+        headers=service.auth(token),
+    )
+    assert resp.status == 422 and "start again" in (await resp.json())["detail"]
+    secret = _activate(tpm, base64.b64decode(new["credential_blob"]),
+                       base64.b64decode(new["encrypted_secret"]))  # fmt: skip
+    resp = await service.client.post(
+        "/v1/device/attestation/activate",
+        json={"enrollment_id": new["enrollment_id"], "secret": _b64(secret)},
+        headers=service.auth(token),
+    )
+    assert resp.status == 200, await resp.text()
