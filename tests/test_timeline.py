@@ -148,6 +148,7 @@ async def test_gateway_sees_only_its_own_devices(svc: Service) -> None:
     await walk(svc.store, "dev-gw", [Event.ENROLLED], now)
     own = await get_json(svc, timeline_url("dev-gw"), gateway)
     assert [e["event"] for e in own["events"]] == ["enrolled"]
+    assert own["events"][0]["actor"] == "operator"  # the role, not the token id behind it
     await get_json(svc, timeline_url("dev-1"), gateway, 404)  # registered, but not gw-1's
     await get_json(svc, timeline_url("dev-gw"), rival, 404)
     await get_json(svc, timeline_url("dev-gw"), svc.vendor_token, 403)

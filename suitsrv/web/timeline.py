@@ -54,12 +54,14 @@ def next_step(lc: DeviceLifecycle) -> str:
     return step
 
 
-def entry_view(entry: TimelineEntry) -> dict[str, Any]:
+def entry_view(entry: TimelineEntry, *, operator: bool = True) -> dict[str, Any]:
+    """One timeline entry; ``operator=False`` (a gateway asking) shows an actor's role only,
+    not the token id behind it."""
     return {
         "event_id": entry.event_id,
         "at": entry.at,
         "kind": entry.kind,
-        "actor": entry.actor,
+        "actor": entry.actor if operator else entry.actor.split(":", 1)[0],
         "event": entry.event,
         "from_state": entry.from_state,
         "to_state": entry.to_state,
@@ -86,7 +88,8 @@ def _query_int(request: web.Request, name: str, default: int, low: int, high: in
 
 
 async def get_timeline(request: web.Request, principal: Principal | None) -> web.StreamResponse:
-    device = await _visible_device(request, principal_of(principal))
+    caller = principal_of(principal)
+    device = await _visible_device(request, caller)
     after = _query_int(request, "after", 0, 0, 2**63 - 1)
     limit = _query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     store = request.app[STORE]
@@ -97,7 +100,7 @@ async def get_timeline(request: web.Request, principal: Principal | None) -> web
         "state": str(lc.state),
         "escalated": lc.escalated,
         "next_step": next_step(lc),
-        "events": [entry_view(e) for e in entries[:limit]],
+        "events": [entry_view(e, operator=caller.role is Role.OPERATOR) for e in entries[:limit]],
     }
     if len(entries) > limit:
         body["next"] = f"{request.path}?after={entries[limit - 1].event_id}&limit={limit}"
