@@ -26,8 +26,10 @@ from .store import AnchorRecord, DeviceRecord, Role, Store, TokenRecord, VendorR
 __all__ = [
     "ALGORITHM_NAMES",
     "add_anchor",
+    "add_device",
     "add_vendor",
     "anchor_from_input",
+    "device_record",
     "init_operator",
     "issue_credential",
     "register_device",
@@ -190,27 +192,57 @@ async def register_device(
     """Register a device and issue its token (shown once). ``claim_code`` is the secret printed
     on the device (its label, its box): a gateway must present it to claim the device; only its
     SHA-256 is kept."""
-    check_name(device_id, "device id")
     record = await store.get_vendor(vendor)
     if record is None:
         raise NotFound(f"no vendor {vendor!r}")
+    device = device_record(record, device_id, class_id=class_id, class_name=class_name,
+                           gateway=gateway, keys=keys, claim_code=claim_code, now=now)  # fmt: skip
+    return await add_device(store, device, now)
+
+
+def device_record(
+    vendor: VendorRecord,
+    device_id: object,
+    *,
+    class_id: object = None,
+    class_name: object = None,
+    gateway: object = None,
+    keys: object = None,
+    claim_code: object = None,
+    now: float,
+) -> DeviceRecord:
+    """A device's record from untrusted fields, every one checked; nothing is written."""
+    if not isinstance(device_id, str):
+        raise InvalidRequest("device_id must be text")
+    check_name(device_id, "device id")
     if (class_id is None) == (class_name is None):
         raise InvalidRequest("give exactly one of class_id or class_name")
     if class_name is not None:
         if not isinstance(class_name, str):
             raise InvalidRequest("class_name must be text")
-        class_id = str(make_class_id(uuid.UUID(record.vendor_ids[0]), class_name))
+        class_id = str(make_class_id(uuid.UUID(vendor.vendor_ids[0]), class_name))
+    if not isinstance(class_id, str):
+        raise InvalidRequest("class_id must be text (a UUID)")
+    if keys is not None and not isinstance(keys, Mapping):
+        raise InvalidRequest("keys must be an object")
     keys = dict(keys or {})
     unknown = set(keys) - _KEY_NAMES
     if unknown or not all(isinstance(v, str) for v in keys.values()):
         raise InvalidRequest(f"device keys may be {sorted(_KEY_NAMES)} (text)")
     if gateway is not None:
+        if not isinstance(gateway, str):
+            raise InvalidRequest("gateway must be text")
         check_name(gateway, "gateway id")
     if claim_code is not None:
         if not isinstance(claim_code, str) or len(claim_code) < 8:
             raise InvalidRequest("claim_code must be text of at least 8 characters")
         keys["claim_code_sha256"] = claim_code_hash(claim_code)
-    device = DeviceRecord(device_id, vendor, _uuid(class_id, "class-id"), gateway, keys, now)
+    return DeviceRecord(device_id, vendor.name, _uuid(class_id, "class-id"), gateway, keys, now)
+
+
+async def add_device(store: Store, device: DeviceRecord, now: float) -> tuple[DeviceRecord, str]:
+    """Store a checked record (device_record) and issue the device's token."""
+    device_id = device.device_id
     if await store.get_device(device_id) is not None:
         raise Conflict(f"device {device_id!r} is already registered")
     await store.add_device(device)

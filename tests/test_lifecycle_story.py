@@ -230,6 +230,17 @@ async def test_manufacturer_registers_devices_in_bulk(story: tuple[Service, str,
         "/v1/vendor/devices", json=body, headers=svc.auth(svc.vendor_token)
     )
     assert again.status == 409
+    # A bad entry anywhere refuses the whole batch: the good entries before it are not stored.
+    for bad in ({"device_id": "bulk-4", "class_name": "x", "claim_code": "short"},
+                {"device_id": "bulk-4", "class_id": "not-a-uuid"},
+                {"device_id": "bulk-4", "class_name": "x", "gateway": "gw-home"},
+                {"device_id": 4, "class_name": "x"}):  # fmt: skip
+        batch = {"devices": [{"device_id": "bulk-3", "class_name": "thermostat-v2"}, bad]}
+        resp = await svc.client.post(
+            "/v1/vendor/devices", json=batch, headers=svc.auth(svc.vendor_token)
+        )
+        assert resp.status == 400 and "devices[1]" in (await resp.json())["detail"], bad
+        assert await svc.store.get_device("bulk-3") is None
 
 
 async def test_the_full_story_with_backup_restore_sse_and_webhook(

@@ -144,6 +144,7 @@ async def list_manifests(request: web.Request, principal: Principal | None) -> w
 
 
 _MAX_BULK = 1000
+_BULK_FIELDS = frozenset({"device_id", "class_id", "class_name", "keys", "claim_code"})
 
 
 async def post_devices(request: web.Request, principal: Principal | None) -> web.StreamResponse:
@@ -155,22 +156,28 @@ async def post_devices(request: web.Request, principal: Principal | None) -> web
     if not isinstance(entries, list) or not 1 <= len(entries) <= _MAX_BULK:
         raise InvalidRequest(f'send {{"devices": [...]}} with 1..{_MAX_BULK} entries')
     store, now = request.app[STORE], request.app[CLOCK]()
-    seen: set[str] = set()
-    for entry in entries:
-        if not isinstance(entry, dict) or not isinstance(entry.get("device_id"), str):
-            raise InvalidRequest("each device needs a device_id")
-        if entry["device_id"] in seen or await store.get_device(entry["device_id"]) is not None:
-            raise Conflict(f"device {entry['device_id']} is listed twice or already registered")
-        seen.add(entry["device_id"])
+    account = await store.get_vendor(vendor)
+    if account is None:
+        raise NotFound(f"no vendor {vendor!r}")
+    records, seen = [], set()
+    for n, entry in enumerate(entries):
+        if not isinstance(entry, dict) or set(entry) - _BULK_FIELDS:
+            raise InvalidRequest(
+                f"devices[{n}] must be an object with fields {sorted(_BULK_FIELDS)}"
+            )
+        try:
+            fields = {k: v for k, v in entry.items() if k != "device_id"}
+            device = accounts.device_record(account, entry.get("device_id"), now=now, **fields)
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"devices[{n}]: {exc}") from exc
+        if device.device_id in seen or await store.get_device(device.device_id) is not None:
+            raise Conflict(f"device {device.device_id} is listed twice or already registered")
+        seen.add(device.device_id)
+        records.append(device)
     registered = []
-    for entry in entries:
-        keys = entry.get("keys", {})
-        device, token = await accounts.register_device(
-            store, entry["device_id"], vendor, class_id=entry.get("class_id"),
-            class_name=entry.get("class_name"), keys=keys if isinstance(keys, dict) else {},
-            claim_code=entry.get("claim_code"), now=now,
-        )  # fmt: skip
-        registered.append({"device_id": device.device_id, "class_id": device.class_id,
+    for record in records:  # every entry checked: only a crash can stop this part-way
+        added, token = await accounts.add_device(store, record, now)
+        registered.append({"device_id": added.device_id, "class_id": added.class_id,
                            "token": token})  # fmt: skip
     return json_response({"devices": registered}, status=201, headers={"Cache-Control": "no-store"})
 
