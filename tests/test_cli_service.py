@@ -104,6 +104,12 @@ def test_vendor_publishes_and_device_receives(tmp_path: Path) -> None:
         admin("device", "add", "dev-1", "--vendor", "acme", "--class-name", "thermostat-v2"),
         "device dev-1",
     )
+    # The EK as `suitsrv agent identity --json` prints it, for AK enrollment; base64 checked.
+    admin("device", "add", "dev-ek", "--vendor", "acme", "--class-name", "thermostat-v2",
+          "--ek-public", "AAAA")  # fmt: skip
+    bad = run_cli("admin", "--data-dir", str(data), "device", "add", "dev-x", "--vendor",
+                  "acme", "--class-name", "x", "--ek-public", "not base64!", cwd=work)  # fmt: skip
+    assert bad.returncode == 2 and "not base64" in bad.stderr
     firmware = os.urandom(300_000)
     (work / "fw.bin").write_bytes(firmware)
     envelope = build(2, "fw.suit").read_bytes()

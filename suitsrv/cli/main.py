@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from suitsrv import __version__
+from suitsrv.agent.cli import add_agent
 from suitsrv.gatewaysim import add_gateway_sim
 
 from .attest_cmd import add_attest
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_admin(sub)
     add_upload(sub)
     add_attest(sub)
+    add_agent(sub)
     add_gateway_sim(sub)
     return parser
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import binascii
 import dataclasses
 import json
 import logging
@@ -226,6 +227,12 @@ def _device_add(args: argparse.Namespace) -> int:
     keys = {"report_key": _read(args.report_key)} if args.report_key else {}
     if args.ek:
         keys["ek_pem"] = _read(args.ek)
+    if args.ek_public:
+        try:
+            base64.b64decode(args.ek_public, validate=True)
+        except binascii.Error as exc:
+            raise UsageError(f"--ek-public is not base64: {exc}") from exc
+        keys["ek_public"] = args.ek_public
 
     async def work(store: SqliteStore) -> tuple[Any, str]:
         return await accounts.register_device(
@@ -283,7 +290,10 @@ def add_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dadd.add_argument("--gateway")
     dadd.add_argument("--claim-code", help="secret printed on the device; gateways claim with it")
     dadd.add_argument("--report-key", metavar="PUB.pem", help="key the device signs reports with")
-    dadd.add_argument("--ek", metavar="PEM", help="the device TPM's endorsement key")
+    dadd.add_argument("--ek", metavar="PEM", help="the device TPM's endorsement key (PEM)")
+    dadd.add_argument("--ek-public", metavar="BASE64",
+                      help="the EK as base64 TPM2B_PUBLIC (`suitsrv agent identity --json`); "
+                           "AK enrollment by credential activation checks against it")  # fmt: skip
     dadd.set_defaults(run=_device_add)
 
     from .timeline_cmd import add_timeline  # it imports this module
