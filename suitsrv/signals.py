@@ -24,12 +24,14 @@ import ipaddress
 import json
 import logging
 import random
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
 import aiohttp
+import aiohttp.abc
 
 from .errors import InvalidRequest
 from .store import Signal, Store
@@ -38,6 +40,7 @@ from .store import gateway_queries as gq
 __all__ = [
     "KEEPALIVE",
     "SSE_PREAMBLE",
+    "GuardedResolver",
     "SignalSettings",
     "WebhookWorker",
     "backoff_delay",
@@ -138,6 +141,33 @@ def _refuse_internal_address(host: str) -> None:
         raise InvalidRequest(f"url must not point into a private or reserved network ({host})")
 
 
+def _internal(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
+    return not ip.is_global or ip.is_multicast
+
+
+class GuardedResolver(aiohttp.abc.AbstractResolver):
+    """Name resolution for webhook delivery that refuses names resolving into private,
+    link-local, multicast or reserved networks, checked on the addresses the connection then
+    uses (so a name cannot be re-pointed inward between registration and delivery). The loopback
+    names check_webhook_url admits stay allowed."""
+
+    def __init__(self, allowed: frozenset[str] = _LOOPBACK) -> None:
+        self._allowed = allowed
+        self._inner = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        if host not in self._allowed and any(_internal(r["host"]) for r in found):
+            raise OSError(f"{host} resolves into a private or reserved network; not delivering")
+        return found
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
 def check_webhook_secret(value: object) -> bytes:
     """The HMAC key: hex, 32 to 128 bytes."""
     try:
@@ -179,8 +209,9 @@ class WebhookWorker:
 
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self._settings.webhook_timeout)
+        connector = aiohttp.TCPConnector(resolver=GuardedResolver())
         async with aiohttp.ClientSession(
-            timeout=timeout, headers={"User-Agent": "suitsrv-webhook/1"}
+            connector=connector, timeout=timeout, headers={"User-Agent": "suitsrv-webhook/1"}
         ) as session:
             try:
                 while not self._stopping.is_set():

@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from suitsrv import accounts, devices
 from suitsrv.config import Config
 from suitsrv.lifecycle import Event
-from suitsrv.signals import SignalSettings
+from suitsrv.signals import GuardedResolver, SignalSettings
 from suitsrv.store import Role, SqliteStore
 from suitsrv.store.gateway_queries import ensure_schema, webhook_status
 from suitsrv.web import create_app
@@ -369,3 +369,13 @@ async def test_webhook_registration_rules(gw: Gateways, receiver: Receiver) -> N
     await gw.signal("gw-1", "dev-c")
     await asyncio.sleep(0.3)
     assert receiver.received == [wanted]
+
+
+async def test_webhook_names_resolving_inward_are_not_called() -> None:
+    """Delivery resolves names through GuardedResolver: only the loopback names the URL rules
+    admit may resolve to an internal address (real resolution of "localhost" here)."""
+    assert (await GuardedResolver().resolve("localhost", 443))[0]["host"] == "127.0.0.1"
+    strict = GuardedResolver(allowed=frozenset())
+    with pytest.raises(OSError, match="private or reserved"):
+        await strict.resolve("localhost", 443)
+    await strict.close()
