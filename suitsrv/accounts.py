@@ -17,7 +17,7 @@ from typing import Any, Final
 from manifests import Algorithm, ManifestError, vendor_id_from_domain
 from manifests.uuids import class_id as make_class_id
 
-from .auth import issue_token
+from .auth import hash_token, issue_token, new_token
 from .errors import Conflict, InvalidRequest, NotFound
 from .lifecycle import State
 from .releases import to_trust_anchor
@@ -26,7 +26,7 @@ from .store import AnchorRecord, DeviceRecord, Role, Store, TokenRecord, VendorR
 __all__ = [
     "ALGORITHM_NAMES",
     "add_anchor",
-    "add_device",
+    "add_devices",
     "add_vendor",
     "anchor_from_input",
     "device_record",
@@ -197,7 +197,7 @@ async def register_device(
         raise NotFound(f"no vendor {vendor!r}")
     device = device_record(record, device_id, class_id=class_id, class_name=class_name,
                            gateway=gateway, keys=keys, claim_code=claim_code, now=now)  # fmt: skip
-    return await add_device(store, device, now)
+    return (await add_devices(store, [device], now))[0]
 
 
 def device_record(
@@ -240,11 +240,15 @@ def device_record(
     return DeviceRecord(device_id, vendor.name, _uuid(class_id, "class-id"), gateway, keys, now)
 
 
-async def add_device(store: Store, device: DeviceRecord, now: float) -> tuple[DeviceRecord, str]:
-    """Store a checked record (device_record) and issue the device's token."""
-    device_id = device.device_id
-    if await store.get_device(device_id) is not None:
-        raise Conflict(f"device {device_id!r} is already registered")
-    await store.add_device(device)
-    token, _ = await issue_token(store, Role.DEVICE, device_id, label="device", now=now)
-    return device, token
+async def add_devices(
+    store: Store, devices: Sequence[DeviceRecord], now: float
+) -> list[tuple[DeviceRecord, str]]:
+    """Store checked records (device_record) with a new token each, all or none: a device id
+    already registered (409) stores nothing. The tokens exist nowhere else afterwards."""
+    issued = [(device, *new_token()) for device in devices]
+    await store.add_devices([
+        (device, TokenRecord(token_id, hash_token(token), Role.DEVICE, device.device_id,
+                             "device", now))
+        for device, token, token_id in issued
+    ])  # fmt: skip
+    return [(device, token) for device, token, _ in issued]

@@ -20,7 +20,15 @@ from typing import Final
 from .errors import Forbidden, Unauthorized
 from .store import Role, Store, TokenRecord
 
-__all__ = ["Principal", "TokenCache", "authenticate", "hash_token", "issue_token", "require"]
+__all__ = [
+    "Principal",
+    "TokenCache",
+    "authenticate",
+    "hash_token",
+    "issue_token",
+    "new_token",
+    "require",
+]
 
 _TOKEN: Final = re.compile(r"sst_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
 

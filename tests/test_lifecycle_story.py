@@ -21,6 +21,7 @@ from attest.tpm import TpmAlg
 from manifests import build_report, parse_envelope
 from manifests.report import ReportResult
 from suitsrv import accounts
+from suitsrv.errors import Conflict
 from suitsrv.store import Role
 
 from .service_fixtures import Service, start_service
@@ -241,6 +242,17 @@ async def test_manufacturer_registers_devices_in_bulk(story: tuple[Service, str,
         )
         assert resp.status == 400 and "devices[1]" in (await resp.json())["detail"], bad
         assert await svc.store.get_device("bulk-3") is None
+    # The store writes a batch in one transaction: a taken id found there (a registration
+    # racing this one) stores none of it.
+    vendor = await svc.store.get_vendor("acme")
+    assert vendor is not None
+    fresh, taken = (
+        accounts.device_record(vendor, name, class_name="thermostat-v2", now=svc.clock())
+        for name in ("bulk-5", "bulk-1")
+    )
+    with pytest.raises(Conflict):
+        await accounts.add_devices(svc.store, [fresh, taken], svc.clock())
+    assert await svc.store.get_device("bulk-5") is None
 
 
 async def test_the_full_story_with_backup_restore_sse_and_webhook(

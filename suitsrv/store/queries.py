@@ -189,6 +189,12 @@ def add_device(db: Database, device: DeviceRecord) -> None:
     )  # fmt: skip
 
 
+def add_devices(db: Database, devices: Sequence[tuple[DeviceRecord, TokenRecord]]) -> None:
+    for device, token in devices:
+        add_device(db, device)
+        add_token(db, token)
+
+
 def get_device(db: Database, device_id: str) -> DeviceRecord | None:
     row = db.execute(
         "SELECT device_id, vendor, class_id, gateway, keys, created_at FROM devices "

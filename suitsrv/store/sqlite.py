@@ -151,8 +151,9 @@ class SqliteStore:
     async def vendor_of(self, vendor_id: str) -> str | None:
         return await self.read(q.vendor_of, vendor_id)
 
-    async def add_device(self, device: DeviceRecord) -> None:
-        await self.write(q.add_device, device)
+    async def add_devices(self, devices: Sequence[tuple[DeviceRecord, TokenRecord]]) -> None:
+        """Devices with their tokens, all or none (one transaction)."""
+        await self.write(q.add_devices, devices)
 
     async def get_device(self, device_id: str) -> DeviceRecord | None:
         return await self.read(q.get_device, device_id)

@@ -174,11 +174,9 @@ async def post_devices(request: web.Request, principal: Principal | None) -> web
             raise Conflict(f"device {device.device_id} is listed twice or already registered")
         seen.add(device.device_id)
         records.append(device)
-    registered = []
-    for record in records:  # every entry checked: only a crash can stop this part-way
-        added, token = await accounts.add_device(store, record, now)
-        registered.append({"device_id": added.device_id, "class_id": added.class_id,
-                           "token": token})  # fmt: skip
+    added = await accounts.add_devices(store, records, now)  # one transaction
+    registered = [{"device_id": d.device_id, "class_id": d.class_id, "token": token}
+                  for d, token in added]  # fmt: skip
     return json_response({"devices": registered}, status=201, headers={"Cache-Control": "no-store"})
 
 
