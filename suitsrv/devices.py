@@ -8,7 +8,7 @@ one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .config import Config
@@ -116,11 +116,13 @@ async def device_of(store: Store, device_id: str) -> DeviceRecord:
 
 
 async def after_verdict(
-    store: Store, config: Config, device: DeviceRecord, status: str, now: float
-) -> None:
+    store: Store, config: Config, device: DeviceRecord, status: str, now: float, *,
+    reasons: Sequence[str] = (),
+) -> None:  # fmt: skip
     """The lifecycle consequences of an attestation result (the service's own events): an
     affirming verdict, then the restore when there is nothing to restore; a contraindicated one
-    sends a device on its way back to quarantine. A warning changes nothing."""
+    sends a device on its way back to quarantine, its first reasons in the timeline (the "why"
+    a helpdesk reads). A warning changes nothing."""
     if status == "affirming":
         after = await record_if_allowed(store, config, device, Event.ATTESTATION_AFFIRMED,
                                         role=SERVICE, actor="verifier", now=now)  # fmt: skip
@@ -129,4 +131,5 @@ async def after_verdict(
                                     actor="vault", now=now, detail={"backup": None})  # fmt: skip
     elif status == "contraindicated":
         await record_if_allowed(store, config, device, Event.ATTESTATION_FAILED, role=SERVICE,
-                                actor="verifier", now=now)  # fmt: skip
+                                actor="verifier", now=now,
+                                detail={"reasons": [r[:200] for r in reasons[:3]]})  # fmt: skip

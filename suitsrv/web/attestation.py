@@ -82,7 +82,8 @@ async def post_evidence(request: web.Request, principal: Principal | None) -> we
     app = request.app
     now = app[CLOCK]()
     verdict = await attestation.attest_device(app[STORE], app[VERIFIER], device, evidence, now)
-    await devices.after_verdict(app[STORE], app[VERIFIER].config, device, verdict.status, now)
+    await devices.after_verdict(app[STORE], app[VERIFIER].config, device, verdict.status, now,
+                                reasons=verdict.reasons)  # fmt: skip
     return json_response(_verdict_view(verdict))
 
 
