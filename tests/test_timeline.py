@@ -23,6 +23,9 @@ from .service_fixtures import CLASS_NAME, Service, start_service
 from .test_mud_routes import serve_new_routes
 
 WINDOW = 30 * 86400
+QUARANTINED_STEP = (
+    "waiting for the device to fetch a newer release (one the vendor may have to publish)"
+)
 # quarantined twice within the window: escalated (lifecycle "recidivism")
 TO_ESCALATED = [Event.ENROLLED, Event.QUARANTINE_ORDERED, Event.UPDATE_FETCHED,
                 Event.ATTESTATION_FAILED]  # fmt: skip
@@ -69,7 +72,7 @@ async def post(svc: Service, path: str, token: str, status: int) -> Any:
         (DeviceLifecycle(State.NOMINAL), "nothing: the device is in service"),
         (DeviceLifecycle(State.SUSPICIOUS), "waiting for the gateway"),
         (DeviceLifecycle(State.SUSPECT), "waiting for the device to fetch the update"),
-        (DeviceLifecycle(State.QUARANTINED), "waiting for the device to fetch an update"),
+        (DeviceLifecycle(State.QUARANTINED), QUARANTINED_STEP),
         (DeviceLifecycle(State.UPGRADING), "waiting for the device to report the update"),
         (DeviceLifecycle(State.RETURNING_TO_SERVICE), "waiting for an affirming attestation"),
         (DeviceLifecycle(State.RETURNING_TO_SERVICE, verdict_affirmed=True),
@@ -243,7 +246,7 @@ def test_admin_timeline_command(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert lines[1].startswith("2027-01-15T08:00:00Z  transition  enrolled ")
     assert "new → nominal" in lines[1] and lines[1].endswith("operator:t0  step=0")
     assert "attestation-failed" in lines[4] and "upgrading → quarantined" in lines[4]
-    assert lines[-1] == ("next: waiting for the device to fetch an update; an operator must "
+    assert lines[-1] == (f"next: {QUARANTINED_STEP}; an operator must "
                          "clear the escalation before it can be reinstated")  # fmt: skip
 
     assert main(["admin", "--data-dir", str(data), "timeline", "dev-1", "--json"]) == 0

@@ -30,7 +30,9 @@ _WAITING: dict[State, str] = {
     State.SUSPICIOUS: "waiting for the gateway: another incident quarantines the device, "
     "clearing the incident returns it to nominal",
     State.SUSPECT: "waiting for the device to fetch the update that fixes the advisory",
-    State.QUARANTINED: "waiting for the device to fetch an update",
+    State.QUARANTINED: (
+        "waiting for the device to fetch a newer release (one the vendor may have to publish)"
+    ),
     State.UPGRADING: "waiting for the device to report the update",
     State.DECOMMISSIONED: "nothing: the device is decommissioned (final)",
 }
