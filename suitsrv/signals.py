@@ -129,21 +129,22 @@ def check_webhook_url(value: object) -> str:
     raise InvalidRequest("url must be https:// (http:// only for 127.0.0.1, ::1 or localhost)")
 
 
-def _refuse_internal_address(host: str) -> None:
-    """No https webhook to an IP literal inside the service's own networks (private,
-    link-local such as cloud metadata, multicast, unspecified): the service would be made to
-    call into them. Host names resolving there are not caught here (see the issue 5 note)."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return
-    if not address.is_global or address.is_multicast:
-        raise InvalidRequest(f"url must not point into a private or reserved network ({host})")
-
-
 def _internal(address: str) -> bool:
+    """Inside the service's own networks: private, loopback, link-local (cloud metadata),
+    multicast, unspecified or otherwise reserved."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
     return not ip.is_global or ip.is_multicast
+
+
+def _refuse_internal_address(host: str) -> None:
+    """No https webhook to an IP literal inside the service's own networks: the service would
+    be made to call into them. Names resolving there are refused at delivery (GuardedResolver)."""
+    try:
+        internal = _internal(host)
+    except ValueError:  # a name, not an address
+        return
+    if internal:
+        raise InvalidRequest(f"url must not point into a private or reserved network ({host})")
 
 
 class GuardedResolver(aiohttp.abc.AbstractResolver):

@@ -15,7 +15,7 @@ from suitsrv.store import DeviceRecord, Role, VerdictRecord
 from suitsrv.store import device_queries as dq
 
 from .app import CLOCK, STORE, VERIFIER, Route, json_response, principal_of
-from .vendor import read_body, read_json
+from .bodies import read_body, read_json
 
 __all__ = ["routes"]
 

@@ -13,7 +13,7 @@ from suitsrv.lifecycle import RESTORABLE_BACKUP_STATES, State
 from suitsrv.store import Role
 
 from .app import CLOCK, CONFIG, STORE, Route, json_response, principal_of
-from .vendor import read_body
+from .bodies import read_body
 
 __all__ = ["CONFIG_TYPE", "VERSION_HEADER", "routes"]
 

@@ -12,8 +12,9 @@ from suitsrv.store import DeviceRecord, Role, is_sha256_hex
 from suitsrv.store import device_queries as dq
 
 from .app import CLOCK, CONFIG, RNG, STORE, Route, json_response, principal_of
+from .bodies import read_body
 from .ranges import send_blob
-from .vendor import ENVELOPE_TYPE, read_body
+from .vendor import ENVELOPE_TYPE
 
 __all__ = ["REPORT_TYPE", "routes"]
 

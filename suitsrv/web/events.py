@@ -36,7 +36,7 @@ from suitsrv.store import Role
 from suitsrv.store import gateway_queries as gq
 
 from .app import CLOCK, RNG, STORE, Route, json_response, principal_of
-from .vendor import read_json
+from .bodies import read_json
 
 __all__ = ["SIGNAL_SETTINGS", "routes", "stop_streams", "webhook_worker"]
 

@@ -17,7 +17,7 @@ from suitsrv.store import DeviceRecord, Role
 from suitsrv.store import device_queries as dq
 
 from .app import CLOCK, CONFIG, STORE, Route, json_response, principal_of
-from .vendor import read_json
+from .bodies import read_json
 
 __all__ = ["routes"]
 

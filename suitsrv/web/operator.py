@@ -12,7 +12,7 @@ from suitsrv.errors import InvalidRequest, NotFound
 from suitsrv.store import AnchorRecord, DeviceRecord, Role, VendorRecord
 
 from .app import CLOCK, STORE, TOKENS, Route, json_response, principal_of
-from .vendor import read_json
+from .bodies import read_json
 
 __all__ = ["device_view", "routes"]
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from suitsrv import accounts, releases
@@ -14,40 +12,16 @@ from suitsrv.errors import (
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
-    UnsupportedMediaType,
 )
-from suitsrv.jsonbody import json_object
 from suitsrv.store import ReleaseRecord, Role, is_sha256_hex
 
 from .app import CLOCK, CONFIG, STORE, Route, json_response, principal_of
+from .bodies import read_body, read_json
 
-__all__ = ["ENVELOPE_TYPE", "read_body", "release_view", "routes"]
+__all__ = ["ENVELOPE_TYPE", "release_view", "routes"]
 
 ENVELOPE_TYPE = "application/suit-envelope+cose"
 _CHUNK = 1 << 20
-
-
-async def read_body(request: web.Request, limit: int, media_type: str | None = None) -> bytes:
-    """The request body, refused before reading when its declared length is over ``limit``."""
-    if media_type is not None and request.content_type != media_type:
-        raise UnsupportedMediaType(f"send {media_type}, not {request.content_type or 'nothing'}")
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(
-            f"body of {request.content_length} bytes exceeds the limit of {limit}"
-        )
-    data = bytearray()
-    async for chunk in request.content.iter_chunked(64 << 10):
-        data += chunk
-        if len(data) > limit:
-            raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes")
-    if not data:
-        raise InvalidRequest("empty request body")
-    return bytes(data)
-
-
-async def read_json(request: web.Request, limit: int) -> dict[str, Any]:
-    """A JSON object body (suitsrv.jsonbody rules), refused before reading when too large."""
-    return json_object(await read_body(request, limit, "application/json"))
 
 
 def release_view(release: ReleaseRecord) -> dict[str, object]:
@@ -170,8 +144,8 @@ async def post_devices(request: web.Request, principal: Principal | None) -> web
             device = accounts.device_record(account, entry.get("device_id"), now=now, **fields)
         except InvalidRequest as exc:
             raise InvalidRequest(f"devices[{n}]: {exc}") from exc
-        if device.device_id in seen or await store.get_device(device.device_id) is not None:
-            raise Conflict(f"device {device.device_id} is listed twice or already registered")
+        if device.device_id in seen:  # one already registered: a 409 from add_devices
+            raise Conflict(f"device {device.device_id} is listed twice")
         seen.add(device.device_id)
         records.append(device)
     added = await accounts.add_devices(store, records, now)  # one transaction
