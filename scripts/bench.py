@@ -233,6 +233,7 @@ def bench_manifests(settings: Settings) -> Outcome:
 
 def bench_service(settings: Settings) -> Outcome:
     """A running ``suitsrv serve`` against bare aiohttp: polls, downloads, peak RSS."""
+    import bench_common
     import bench_service  # scripts/ is on sys.path; aiohttp and the servers only load here
 
     report = bench_service.run(settings.quick, settings.generator)
@@ -241,7 +242,7 @@ def bench_service(settings: Settings) -> Outcome:
                s.value / s.baseline_value, s.target)
         for s in report.samples
     ]  # fmt: skip
-    server, generator = bench_service.SERVER_CPU, bench_service.GENERATOR_CPU
+    server, generator = bench_common.SERVER_CPU, bench_common.GENERATOR_CPU
     pinned = f"servers on CPU {server}, load generator on CPU {generator}"
     return Outcome(figures, report.method, pinned, report.notes)
 
