@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from sqlite_utils import Database
 
+from suitsrv.errors import InsufficientStorage
 from suitsrv.lifecycle import DeviceLifecycle, Event
 
 from . import lifecycle_queries as lq
@@ -41,6 +43,7 @@ from .records import (
 __all__ = ["SqliteStore"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
@@ -51,6 +54,38 @@ def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
     if readonly:
         conn.execute("PRAGMA query_only=ON")
     return conn
+
+
+def _is_full(exc: BaseException | None) -> bool:
+    """SQLITE_FULL (sqlite.org/rescode.html#full: "database or disk is full") anywhere in the
+    chain: a ROLLBACK refused because SQLite already rolled the failed transaction back raises
+    a second error with the first as its context."""
+    for _ in range(8):
+        if exc is None:
+            return False
+        if isinstance(exc, sqlite3.Error) and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_FULL:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _full_disk_is_507(
+    write: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    """A write SQLite cannot store for lack of space answers 507 (InsufficientStorage), as a
+    full blob folder does (blobs.py), not 500. Nothing of it is visible: the transaction was
+    rolled back (by SQLite itself, or by the writer)."""
+
+    @functools.wraps(write)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await write(*args, **kwargs)
+        except sqlite3.Error as exc:
+            if not _is_full(exc):
+                raise
+            raise InsufficientStorage("no space left to store the change") from exc
+
+    return guarded
 
 
 class SqliteStore:
@@ -102,6 +137,7 @@ class SqliteStore:
     def _run_read(self, fn: Callable[..., T], *args: Any) -> T:
         return fn(self._db(readonly=True), *args)
 
+    @_full_disk_is_507
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(db, *args)`` in one transaction on the writer thread."""
         loop = asyncio.get_running_loop()
