@@ -35,6 +35,7 @@ from .store import (
     AnchorRecord,
     DeviceRecord,
     PayloadRecord,
+    PollView,
     ReleaseRecord,
     ReportRecord,
     Store,
@@ -163,9 +164,12 @@ def version_satisfies(current: tuple[int, ...], comparison: int, wanted: tuple[i
 
 @dataclass(frozen=True)
 class UpdateDecision:
-    device: DeviceRecord
-    release: ReleaseRecord | None
+    view: PollView
     poll_after: int
+
+    @property
+    def release(self) -> ReleaseRecord | None:
+        return self.view.release
 
 
 def poll_hint(config: Config, rng: random.Random) -> int:
@@ -177,17 +181,18 @@ def poll_hint(config: Config, rng: random.Random) -> int:
 async def select_update(
     store: Store, config: Config, device_id: str, now: float, rng: random.Random
 ) -> UpdateDecision:
-    """The newest applicable release above what the device installed, if any (one store read).
+    """The newest applicable release above what the device installed, if any (one store read,
+    poll_queries.py).
 
     Conditions a server can judge (update-management-12): use-before, and a version
     requirement against the version of the release the device last reported installing for
     the same target; when that version is unknown, the release is offered and the device
     judges for itself.
     """
-    device, release = await store.update_view(device_id, int(now), 16, version_satisfies)
-    if device is None:
+    view = await store.poll_view(device_id, int(now), 16, version_satisfies)
+    if view is None:
         raise Forbidden(f"device {device_id!r} is not registered")
-    return UpdateDecision(device, release, poll_hint(config, rng))
+    return UpdateDecision(view, poll_hint(config, rng))
 
 
 async def accept_report(

@@ -10,7 +10,7 @@ from suitsrv.lifecycle import DeviceLifecycle, Event
 
 from .blobs import BlobStore, is_sha256_hex
 from .lifecycle_queries import Backup, Signal, SignalRule, TimelineEntry
-from .queries import VersionCheck
+from .poll_queries import PollView, VersionCheck
 from .records import (
     AnchorRecord,
     DeviceRecord,
@@ -32,6 +32,7 @@ __all__ = [
     "DeviceRecord",
     "InstallRecord",
     "PayloadRecord",
+    "PollView",
     "ReleaseRecord",
     "ReportRecord",
     "Role",
@@ -81,9 +82,9 @@ class Store(Protocol):
     async def payload_vendors(self, sha256: str) -> set[str]: ...
     async def payload_classes(self, sha256: str) -> set[tuple[str, str]]: ...
     async def installs_of(self, device_id: str) -> list[InstallRecord]: ...
-    async def update_view(
+    async def poll_view(
         self, device_id: str, now: int, limit: int, satisfies: VersionCheck
-    ) -> tuple[DeviceRecord | None, ReleaseRecord | None]: ...
+    ) -> PollView | None: ...
     async def record_report(
         self, report: ReportRecord, release: ReleaseRecord, raw: bytes
     ) -> int: ...

@@ -53,8 +53,11 @@ def revoke_device_tokens(db: Database, device_id: str, now: float) -> list[str]:
 
 def record_served(db: Database, device_id: str, digest: str, now: float) -> None:
     """Remember the release an update poll handed to the device: its report must name it."""
-    db.table("served").upsert(
-        {"device_id": device_id, "digest": digest, "served_at": now}, pk="device_id"
+    db.execute(
+        "INSERT INTO served (device_id, digest, served_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (device_id) DO UPDATE SET digest = excluded.digest, "
+        "served_at = excluded.served_at",
+        [device_id, digest, now],
     )
 
 

@@ -8,7 +8,7 @@ rollback check in ``insert_release``) cannot interleave with another writer.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlite_utils import Database
@@ -340,46 +340,6 @@ def installs_of(db: Database, device_id: str) -> list[InstallRecord]:
         [device_id],
     ).fetchall()
     return [InstallRecord(r[0], r[1], r[2], int(r[3]), r[4]) for r in rows]
-
-
-VersionCheck = Callable[[tuple[int, ...], int, tuple[int, ...]], bool]
-
-
-def update_view(
-    db: Database, device_id: str, now: int, limit: int, satisfies: VersionCheck
-) -> tuple[DeviceRecord | None, ReleaseRecord | None]:
-    """One read for a device's poll: the device, and the first published release of its class
-    newer than what it installed for the same target, not past its use-before, whose version
-    requirement holds for the version installed (unknown version: offered), by update
-    priority then newest. Only the chosen release is loaded whole."""
-    device = get_device(db, device_id)
-    if device is None:
-        return None, None
-    installed = {
-        target: tuple(json.loads(version)) if version else None
-        for target, version in db.execute(
-            "SELECT i.target, r.version FROM installs i JOIN releases r ON r.digest = i.digest "
-            "WHERE i.device_id = ?",
-            [device_id],
-        ).fetchall()
-    }
-    rows = db.execute(
-        "SELECT r.digest, r.target, r.requires_version "
-        "FROM releases r LEFT JOIN installs i ON i.device_id = ? AND i.target = r.target "
-        "WHERE r.vendor = ? AND r.class_id = ? AND r.published = 1 "
-        "AND (i.sequence_key IS NULL OR r.sequence_key > i.sequence_key) "
-        "AND (r.use_before IS NULL OR r.use_before > ?) "
-        "ORDER BY r.update_priority ASC, r.sequence_key DESC LIMIT ?",
-        [device_id, device.vendor, device.class_id, now, limit],
-    ).fetchall()
-    for digest, target, requires in rows:
-        current = installed.get(target)
-        if requires and current is not None:
-            comparison, wanted = json.loads(requires)
-            if not satisfies(current, comparison, tuple(wanted)):
-                continue
-        return device, get_release(db, digest)
-    return device, None
 
 
 def record_report(db: Database, report: ReportRecord, release: ReleaseRecord, raw: bytes) -> int:

@@ -1,7 +1,9 @@
 """The embedded store: one SQLite file (WAL) through sqlite-utils, plus the blob folder.
 
-One writer thread owns the only write connection and runs every write as one BEGIN IMMEDIATE
-transaction; reads run on a small pool of read-only connections. Nothing touches SQLite on the
+One writer thread owns the only write connection and runs every write inside a BEGIN IMMEDIATE
+transaction, the writes queued meanwhile in the same one (group commit, group_commit.py: each
+write still all or nothing, acknowledged only after the COMMIT); reads run on a small pool of
+read-only connections. Nothing touches SQLite on the
 event loop (STYLE.md "Async and storage"). ``synchronous=FULL``: a commit that returned is on
 disk, so an acknowledged write survives SIGKILL and power loss.
 """
@@ -14,7 +16,7 @@ import functools
 import sqlite3
 import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -24,8 +26,11 @@ from suitsrv.errors import InsufficientStorage
 from suitsrv.lifecycle import DeviceLifecycle, Event
 
 from . import lifecycle_queries as lq
+from . import poll_queries as pq
 from . import queries as q
 from .blobs import BlobStore
+from .group_commit import GroupCommit
+from .handoff import ReadPool
 from .migrations import migrate
 from .records import (
     AnchorRecord,
@@ -91,16 +96,18 @@ def _full_disk_is_507(
 class SqliteStore:
     """The Store of a data directory (see suitsrv.store.Store for the interface)."""
 
-    def __init__(self, data_dir: Path, *, readers: int = 4) -> None:
+    def __init__(self, data_dir: Path, *, readers: int = 2) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / "suitsrv.sqlite3"
         self.blobs = BlobStore(data_dir / "blobs")
         self._local = threading.local()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
-        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="sqlite-reader")
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._readers = ReadPool(self._run_read, readers, "sqlite-reader")
         self._writer.submit(self._setup).result()
+        self._releases = pq.ReleaseCache()
+        self.group = GroupCommit(self._writer, lambda: self._db(readonly=False))
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -122,38 +129,32 @@ class SqliteStore:
                 self._connections.append(conn)
         return db
 
-    def _run_write(self, fn: Callable[..., T], *args: Any) -> T:
-        db = self._db(readonly=False)
-        conn = db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(db, *args)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return result
-
     def _run_read(self, fn: Callable[..., T], *args: Any) -> T:
         return fn(self._db(readonly=True), *args)
 
     @_full_disk_is_507
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(db, *args)`` in one transaction on the writer thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, self._run_write, fn, *args)
+        """Run ``fn(db, *args)`` on the writer thread, all or nothing, durable when it returns."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self.group.submit(future, fn, *args)
+        return await future
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(db, *args)`` on a read-only connection off the event loop."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, self._run_read, fn, *args)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._readers.submit(future, fn, *args)
+        return await future
 
     def write_sync(self, fn: Callable[..., T], *args: Any) -> T:
         """For the CLI (no event loop): same transaction rules."""
-        return self._writer.submit(self._run_write, fn, *args).result()
+        future: Future[T] = Future()
+        self.group.submit(future, fn, *args)
+        return future.result()
 
     def read_sync(self, fn: Callable[..., T], *args: Any) -> T:
-        return self._readers.submit(self._run_read, fn, *args).result()
+        future: Future[T] = Future()
+        self._readers.submit(future, fn, *args)
+        return future.result()
 
     # -- the Store interface (suitsrv.store.Store) ------------------------------------------
 
@@ -220,10 +221,10 @@ class SqliteStore:
     async def installs_of(self, device_id: str) -> list[InstallRecord]:
         return await self.read(q.installs_of, device_id)
 
-    async def update_view(
-        self, device_id: str, now: int, limit: int, satisfies: q.VersionCheck
-    ) -> tuple[DeviceRecord | None, ReleaseRecord | None]:
-        return await self.read(q.update_view, device_id, now, limit, satisfies)
+    async def poll_view(
+        self, device_id: str, now: int, limit: int, satisfies: pq.VersionCheck
+    ) -> pq.PollView | None:
+        return await self.read(pq.poll_view, device_id, now, limit, satisfies, self._releases)
 
     async def transition(
         self, device_id: str, event: Event, actor: str, now: float, window: float,
@@ -271,7 +272,7 @@ class SqliteStore:
 
         self._writer.submit(_close).result()
         self._writer.shutdown(wait=True)
-        self._readers.shutdown(wait=True)
+        self._readers.shutdown()
         with self._lock:
             for conn in self._connections:
                 with contextlib.suppress(sqlite3.ProgrammingError):

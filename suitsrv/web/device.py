@@ -7,7 +7,7 @@ from aiohttp import web
 from suitsrv import devices, releases
 from suitsrv.auth import Principal
 from suitsrv.errors import Forbidden, InvalidRequest, NotFound
-from suitsrv.lifecycle import Event
+from suitsrv.lifecycle import TRANSITIONS, Event
 from suitsrv.store import DeviceRecord, Role, is_sha256_hex
 from suitsrv.store import device_queries as dq
 
@@ -55,15 +55,18 @@ async def get_update(request: web.Request, principal: Principal | None) -> web.S
     headers["Suit-Sequence-Number"] = str(release.sequence_number)
     if _etag_matches(request.headers.get("If-None-Match"), release.digest):
         return web.Response(status=304, headers=headers)
-    await request.app[STORE].write(
-        dq.record_served, decision.device.device_id, release.digest, request.app[CLOCK]()
-    )
-    # A quarantined or suspect device fetching its fix is the lifecycle's update-fetched.
-    await devices.record_if_allowed(
-        request.app[STORE], request.app[CONFIG], decision.device, Event.UPDATE_FETCHED,
-        role="device", actor=caller.token_id, now=request.app[CLOCK](),
-        detail={"digest": release.digest, "sequence_number": release.sequence_number},
-    )  # fmt: skip
+    view, now = decision.view, request.app[CLOCK]()
+    if view.served != release.digest:  # the report must name it; unchanged: nothing to write
+        await request.app[STORE].write(dq.record_served, view.device.device_id, release.digest, now)
+    # A quarantined or suspect device fetching its fix is the lifecycle's update-fetched. The
+    # state is the poll read's: the fetch happened in that state, so when the table has no
+    # such pair for it (a nominal device: most polls), there is nothing to record.
+    if (view.state, Event.UPDATE_FETCHED) in TRANSITIONS:
+        await devices.record_if_allowed(
+            request.app[STORE], request.app[CONFIG], view.device, Event.UPDATE_FETCHED,
+            role="device", actor=caller.token_id, now=now,
+            detail={"digest": release.digest, "sequence_number": release.sequence_number},
+        )  # fmt: skip
     return web.Response(body=release.envelope, content_type=ENVELOPE_TYPE, headers=headers)
 
 
