@@ -71,6 +71,18 @@ async def seal_stream(
     return SealedBackup(aes_key_wrap(master, key), nonce, b"".join(parts) + encryptor.tag, size)
 
 
+def seal(
+    master: bytes, plain: bytes, *, aad: bytes,
+    randbytes: Callable[[int], bytes] = secrets.token_bytes,
+) -> SealedBackup:  # fmt: skip
+    """``seal_stream`` of a body already in memory (a reseal under other associated data)."""
+    key, nonce = randbytes(KEY_BYTES), randbytes(NONCE_BYTES)
+    encryptor = Cipher(algorithms.AES(key), modes.GCM(nonce)).encryptor()
+    encryptor.authenticate_additional_data(aad)
+    body = encryptor.update(plain) + encryptor.finalize()
+    return SealedBackup(aes_key_wrap(master, key), nonce, body + encryptor.tag, len(plain))
+
+
 def open_backup(master: bytes, sealed: SealedBackup, *, aad: bytes) -> bytes:
     """The plaintext, or VaultError when the key, nonce, data or binding were altered."""
     try:

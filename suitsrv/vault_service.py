@@ -37,6 +37,7 @@ from .vault import (
     associated_data,
     load_or_create_master_key,
     open_backup,
+    seal,
     seal_stream,
 )
 
@@ -59,8 +60,6 @@ log = logging.getLogger("suitsrv")
 
 #: Largest configuration backup accepted, in plaintext bytes (a setting later).
 BACKUP_LIMIT_BYTES: Final = 1 << 20
-# Concurrent backups of one device race for the next version; the loser reseals and retries.
-_VERSION_ATTEMPTS: Final = 16
 
 
 class RestoreNotAllowed(ServiceError):
@@ -102,10 +101,6 @@ async def master_key(config: Config) -> bytes:
     return key if key is not None else await asyncio.to_thread(_load_master, path)
 
 
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data
-
-
 async def store_backup(
     store: Store,
     config: Config,
@@ -127,17 +122,15 @@ async def store_backup(
     sealed = await seal_stream(master, chunks, aad=aad, limit=limit, randbytes=randbytes)
     if sealed.size == 0:
         raise InvalidRequest("empty configuration backup")
-    for _ in range(_VERSION_ATTEMPTS):
-        stored = await store.write(bq.add_backup, device_id, version, sealed, started_in, now)
-        if stored is not None:
-            return stored
-        # Another backup of this device committed ``version`` meanwhile. The version is in
-        # the additional data, so re-encrypt (bounded by ``limit``) under the next one.
+
+    def reseal(taken: int) -> SealedBackup:
+        # A concurrent backup of this device committed ``version`` meanwhile. The version is in
+        # the additional data, so the body is sealed again under the next one, inside the
+        # write's transaction (bounded by ``limit``; only on such a race).
         plain = open_backup(master, sealed, aad=aad)
-        version = await store.read(bq.next_version, device_id)
-        aad = associated_data(device_id, version)
-        sealed = await seal_stream(master, _once(plain), aad=aad, limit=limit, randbytes=randbytes)
-    raise Conflict(f"concurrent backups of {device_id} kept taking the next version; retry")
+        return seal(master, plain, aad=associated_data(device_id, taken), randbytes=randbytes)
+
+    return await store.write(bq.add_backup, device_id, version, sealed, started_in, now, reseal)
 
 
 async def restorable_backup(store: Store, device_id: str) -> Backup | None:

@@ -4,7 +4,7 @@ transaction: version check, state tag, row and timeline entry commit together or
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from sqlite_utils import Database
 
@@ -53,14 +53,16 @@ def tag_state(started_in: State, committed_in: State) -> State:
 
 def add_backup(  # noqa: PLR0917 - called positionally through Store.write
     db: Database, device_id: str, version: int, sealed: SealedBackup, started_in: State,
-    now: float,
-) -> Backup | None:  # fmt: skip
-    """Insert ``sealed`` as ``version`` when that is still the device's next version, tagged
-    with its lifecycle state (``tag_state``), plus a ``backup`` timeline entry. None when a
-    concurrent backup took the version (the caller reseals: the version is in the GCM AAD).
-    Conflict for a decommissioned device: purge must stay final."""
-    if next_version(db, device_id) != version:
-        return None
+    now: float, reseal: Callable[[int], SealedBackup],
+) -> Backup:  # fmt: skip
+    """Insert ``sealed`` as the device's next version, tagged with its lifecycle state
+    (``tag_state``), plus a ``backup`` timeline entry. When a concurrent backup took
+    ``version``, ``reseal(next)`` seals the body again for the next one (the version is in the
+    GCM AAD), here in the transaction, so no retry can starve. Conflict for a decommissioned
+    device: purge must stay final."""
+    taken = next_version(db, device_id)
+    if taken != version:
+        sealed, version = reseal(taken), taken
     committed_in = get_lifecycle(db, device_id).state
     if committed_in is State.DECOMMISSIONED:
         raise Conflict(f"device {device_id} is decommissioned; no backup is stored")
