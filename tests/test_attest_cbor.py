@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from attest._cbor import Tag, dumps, loads
 from attest.errors import DecodeError
 
+from .conftest import examples
+
 
 @pytest.mark.parametrize(
     ("hex_", "value"),
@@ -112,7 +114,7 @@ def test_tolerates_other_encoders(value: object) -> None:
     assert loads(plain, what="x") == value
 
 
-@settings(max_examples=500)
+@settings(max_examples=examples(500))
 @given(st.binary(max_size=64))
 def test_fuzz_raises_only_decode_error(data: bytes) -> None:
     with contextlib.suppress(DecodeError):

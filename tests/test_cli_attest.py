@@ -27,7 +27,7 @@ from attest.eventlog import Event, encode_compact_log
 from attest.tpm import TpmAlg
 from suitsrv.cli.main import main
 
-from .conftest import VECTORS_ENV, vectors_root
+from .conftest import VECTORS_ENV, examples, vectors_root
 from .swtpm import running_swtpm
 from .token_helpers import ES256, P256
 
@@ -355,7 +355,9 @@ def test_usage_errors_name_the_problem(
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(data=st.binary(max_size=300), name=st.sampled_from(["q.bin", "s.bin", "t.cbor"]))
 def test_arbitrary_evidence_is_a_verdict(

@@ -44,7 +44,7 @@ from manifests.cose import (
     verify_cose,
 )
 from manifests.errors import DecodeError, UnsupportedError, VerificationError
-from tests.conftest import suit_index
+from tests.conftest import examples, suit_index
 
 # Fixed test keys, so that every run signs the same bytes.
 P256 = ec.derive_private_key(0x1234_5678_9ABC_DEF0 << 128 | 0xC0FFEE, ec.SECP256R1())
@@ -398,7 +398,7 @@ _ANCHORS = [
 ]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     st.sampled_from(_SAMPLES),
     st.lists(

@@ -47,6 +47,7 @@ from attest.ear import (
 from attest.errors import AttestError, DecodeError, FreshnessError, VerificationError
 from attest.keys import Algorithm, VerifierKey, key_from_jwk
 
+from .conftest import examples
 from .token_helpers import JSON_VALUES, NOW, attest_vectors, expected, sample_ear
 
 R1, R2 = "ear/R1_veraison_ear_jwt", "ear/R2_draft_ietf_rats_ear_examples"
@@ -207,7 +208,7 @@ _ears = st.builds(
 )
 
 
-@settings(max_examples=75, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(75), suppress_health_check=[HealthCheck.too_slow])
 @given(_ears)
 def test_ear_round_trips(ear: Ear) -> None:
     now = ear.iat

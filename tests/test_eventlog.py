@@ -26,7 +26,7 @@ from attest.eventlog import (
 )
 from attest.tpm import TpmAlg
 
-from .conftest import VECTORS_ENV, vectors_root
+from .conftest import VECTORS_ENV, examples, vectors_root
 from .swtpm import running_swtpm
 
 SHA1, SHA256 = TpmAlg.SHA1, TpmAlg.SHA256
@@ -283,7 +283,7 @@ def test_encode_refuses_events_that_are_not_compact() -> None:
 # --- fuzz -----------------------------------------------------------------------------
 
 
-@settings(max_examples=400)
+@settings(max_examples=examples(400))
 @given(
     st.binary(max_size=300)
     | st.binary(max_size=300).map(lambda b: b"\x81" + b)

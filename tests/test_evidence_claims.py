@@ -37,6 +37,7 @@ from attest.psa import (
     verify_psa_token,
 )
 
+from .conftest import examples
 from .token_helpers import BASE, ES256, VERIFIER, psa_map
 
 # ---------------------------------------------------------------- PSA: build, round trip, rules
@@ -60,7 +61,7 @@ _psa_claims = st.builds(
 )
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), suppress_health_check=[HealthCheck.too_slow])
 @given(_psa_claims)
 def test_psa_round_trip(claims: PsaClaims) -> None:
     token = parse_psa_token(_cose.sign1(_cbor.dumps(psa_map(claims)), ES256))
@@ -225,7 +226,7 @@ _claim_keys = st.sampled_from([1, 4, 6, 10, 256, 258, 259, 263, 265, 266, 270, 2
 _psa_keys = st.sampled_from([10, 256, 265, 268, 2394, 2395, 2396, 2397, 2398, 2399, 2400])
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(st.dictionaries(_claim_keys | _psa_keys, _cbor_value, max_size=8), _claim_keys, _cbor_value)
 def test_signed_but_arbitrary_claims(claims: dict[int, object], key: int, value: object) -> None:
     # Well-signed tokens whose claims are arbitrary reach the claim readers themselves.
@@ -249,7 +250,7 @@ _json_value = st.recursive(
 _algs = st.sampled_from(["sha-256", "SHA-256", "sha-512", -16, 1, "md5", True, [1], None])
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(
     st.dictionaries(st.text(max_size=6), st.tuples(st.booleans(), _algs, _json_value), max_size=3),
     _json_value,

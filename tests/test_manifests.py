@@ -29,6 +29,8 @@ from manifests.summary import summarize
 from manifests.uuids import class_id, vendor_id_from_domain
 from manifests.verify import verify_envelope
 
+from .conftest import examples
+
 IMAGE = b"firmware image v1" * 10
 SPEC = """
 vendor-domain = "example.com"
@@ -230,7 +232,7 @@ _specs = st.builds(
 )
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), suppress_health_check=[HealthCheck.too_slow])
 @given(_specs)
 def test_build_parse_round_trip(spec: ManifestSpec) -> None:
     envelope = parse_envelope(build_manifest(spec))
@@ -249,7 +251,7 @@ def test_build_parse_round_trip(spec: ManifestSpec) -> None:
     assert envelope.digest.matches(_cbor.wrap_bstr(envelope.manifest_raw))
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_raise_only_our_errors(data: bytes) -> None:
     with contextlib.suppress(DecodeError):
@@ -261,7 +263,7 @@ def signed_example(es256: SigningKey) -> bytes:
     return sign(build_manifest(load_spec(SPEC)), [es256])
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(300), suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_mutated_envelopes_raise_only_our_errors(
     signed_example: bytes, es256: SigningKey, data: st.DataObject

@@ -38,7 +38,7 @@ from suitsrv.mud import (
     update_endpoint,
 )
 
-from .conftest import VECTORS_ENV, vectors_root
+from .conftest import VECTORS_ENV, examples, vectors_root
 
 CLASS_ID = "5e0a1d9a-3b7e-5c8f-9a49-1f8b2d3c4e5f"
 WHEN = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -382,7 +382,9 @@ PORTS = st.integers(1, 65535)
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     host=HOSTS,

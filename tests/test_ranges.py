@@ -32,6 +32,8 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 from suitsrv.errors import ServiceError
 from suitsrv.web.ranges import CACHE_CONTROL, MAX_RANGES, send_blob
 
+from .conftest import examples
+
 MiB = 1024 * 1024
 BIG = 3 * MiB
 SMALL = 300
@@ -484,7 +486,9 @@ def clamp(first: int | None, last: int | None) -> range:
 
 
 @settings(
-    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(50),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(specs=st.lists(_spec, min_size=1, max_size=24))
 async def test_any_range_set(

@@ -34,6 +34,8 @@ from manifests.report import (
     verify_report,
 )
 
+from .conftest import examples
+
 DIGEST = Digest.of(b"manifest")
 RECORD = Record((0, 1), 7, 2, 0, {3: b"\x01", -1: "custom"})
 FAILED = ReportResult(False, 3, RECORD, ReportReason.CONDITION_FAILED)
@@ -93,7 +95,7 @@ _results = st.just(ReportResult(True)) | st.builds(
 _digests = st.builds(Digest.of, st.binary(max_size=8), st.sampled_from(DigestAlg))
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(
     uri=st.text(_UTF8, max_size=30),
     digest=_digests,
@@ -295,7 +297,7 @@ def test_structured_junk_raises_only_decode_error(obj: dict[int, object]) -> Non
 _SIGNED = sign_report(report(), _ES256)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.integers(0, len(_SIGNED) - 1), st.integers(0, 255))
 def test_mutated_signed_report_raises_only_decode_or_verification_errors(
     pos: int, byte: int

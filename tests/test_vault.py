@@ -20,6 +20,8 @@ from suitsrv.vault import (
     seal_stream,
 )
 
+from .conftest import examples
+
 MASTER = bytes(range(32))
 
 
@@ -57,7 +59,7 @@ async def test_size_limit() -> None:
         await seal_stream(MASTER, _chunks(b"x" * 101), aad=b"", limit=100)
 
 
-@settings(max_examples=30)
+@settings(max_examples=examples(30))
 @given(st.binary(max_size=2000))
 async def test_any_content(data: bytes) -> None:
     sealed = await seal_stream(MASTER, _chunks(data, 333), aad=b"a", limit=4096)
