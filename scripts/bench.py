@@ -1,7 +1,7 @@
 """Benchmarks: each figure is a rate measured against a baseline in the same run, on one core.
 
-Run through ``scripts/bench {manifests,service,attest,all} [--quick] [--no-write]
-[--json-only]``. Every figure prints as one JSON line, then a summary table; the figures replace
+Run through ``scripts/bench {manifests,service,attest,growth,load,all} [--quick] [--no-write]
+[--json-only] [--devices N --seconds S]``. Every figure prints as one JSON line, then a summary table; the figures replace
 this suite's block in BENCHMARKS.md. Nothing here asserts a time (STYLE.md: benchmarks are not
 tests); targets are printed for a reader to compare.
 
@@ -17,6 +17,7 @@ import argparse
 import datetime
 import gc
 import json
+import math
 import os
 import platform
 import shlex
@@ -57,8 +58,10 @@ there is one, applies to the ratio. These figures are never asserted in tests (S
 benchmarks are not tests); rerun and compare.
 
 ```sh
-scripts/bench all            # every suite, ~1-2 min each; rewrites the blocks below
+scripts/bench all            # every suite; rewrites the blocks below (load alone: 5 min)
 scripts/bench manifests --quick --no-write   # < 60 s, prints only
+scripts/bench growth         # poll cost with 10k, 100k and 1M registered devices
+scripts/bench load --devices 10000 --seconds 300   # simulated devices: poll, resume, attest
 ```
 """
 
@@ -88,6 +91,8 @@ class Settings:
     seconds: float  # per side per round
     quick: bool = False  # suites with their own durations take their short plan
     generator: str = "auto"  # service suite: auto (wrk if found or installable), wrk, aiohttp
+    devices: int | None = None  # load suite: simulated devices (default 10k; quick 200)
+    duration: float | None = None  # load suite: seconds (default 300; quick 15)
 
 
 @dataclass(frozen=True)
@@ -260,11 +265,47 @@ def bench_attest(settings: Settings) -> Outcome:
     return Outcome(figures, report.method, bench_attest.PINNED, report.notes)
 
 
+def bench_load(settings: Settings) -> Outcome:
+    """N simulated devices polling, downloading with resume, reporting and attesting."""
+    import bench_common
+    import bench_devices
+
+    devices = settings.devices or (200 if settings.quick else 10_000)
+    seconds = settings.duration or (15.0 if settings.quick else 300.0)
+    report = bench_devices.run(devices, seconds, settings.quick)
+    figures = [
+        Figure(s.name, s.value, s.unit, s.baseline, s.baseline_value,
+               s.value / s.baseline_value if s.baseline_value else math.nan, s.target)
+        for s in report.samples
+    ]  # fmt: skip
+    server, generator = bench_common.SERVER_CPU, bench_common.GENERATOR_CPU
+    pinned = f"server on CPU {server}, simulated devices on CPU {generator}"
+    return Outcome(figures, report.method, pinned, report.notes)
+
+
+def bench_growth(settings: Settings) -> Outcome:
+    """Poll rate and p99 with 10k, 100k and 1M registered devices (quick: 1k and 10k)."""
+    import bench_common
+    import bench_growth
+
+    report = bench_growth.run(settings.quick)
+    figures = [
+        Figure(s.name, s.value, s.unit, s.baseline, s.baseline_value,
+               s.value / s.baseline_value, s.target)
+        for s in report.samples
+    ]  # fmt: skip
+    server, generator = bench_common.SERVER_CPU, bench_common.GENERATOR_CPU
+    pinned = f"servers on CPU {server}, load generator on CPU {generator}"
+    return Outcome(figures, report.method, pinned, report.notes)
+
+
 # Later suites register here; `all` runs them in this order.
 SUITES: dict[str, Callable[[Settings], Outcome]] = {
     "manifests": bench_manifests,
     "service": bench_service,
     "attest": bench_attest,
+    "growth": bench_growth,
+    "load": bench_load,
 }
 
 
@@ -360,6 +401,13 @@ def _table(figures: list[Figure]) -> str:
     return "\n".join(rows)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    return value
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n")[0])
     parser.add_argument("suite", choices=[*SUITES, "all"])
@@ -371,9 +419,14 @@ def main(argv: list[str]) -> int:
         help="service suite's load generator (auto: wrk, installed with apt-get as root if "
         "missing, else aiohttp's client)",
     )  # fmt: skip
+    parser.add_argument("--devices", type=_positive, help="load suite: simulated devices")
+    parser.add_argument("--seconds", type=_positive, help="load suite: how long they run")
     args = parser.parse_args(argv)
     rounds, seconds = (5, 0.2) if args.quick else (7, 1.0)
-    settings = Settings(rounds, seconds, quick=args.quick, generator=args.generator)
+    settings = Settings(
+        rounds, seconds, quick=args.quick, generator=args.generator, devices=args.devices,
+        duration=args.seconds,
+    )  # fmt: skip
     # One core: the baseline and the candidate share it, and no thread migrates mid-round.
     os.sched_setaffinity(0, {CPU})
     print(f"bench: pinned to CPU {CPU} of {os.cpu_count()}", file=sys.stderr)

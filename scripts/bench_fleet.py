@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench_common import DOMAIN, MIB, VENDOR
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlite_utils import Database
 
 from manifests import (
@@ -46,6 +49,8 @@ class Plan:
     download_seconds: float
     payload_bytes: int = 64 * MIB
     small_payload_bytes: int = 1 * MIB
+    release_payload_bytes: int = 4096  # the payload of each class's releases
+    attesting: int = 0  # the first devices get an attestation key (Fleet.attestation_key)
 
     @property
     def manifests(self) -> int:
@@ -65,6 +70,8 @@ class Fleet:
     download_token: str  # a device of DOWNLOAD_CLASS
     payloads: dict[int, tuple[str, Path]]  # size -> (sha256, blob file)
     envelope_bytes: int
+    newest: list[tuple[str, str]]  # per class index: (manifest digest, payload sha256)
+    attestation_key: bytes  # PKCS#8 PEM of the EC key of the first ``plan.attesting`` devices
 
 
 class _BatchingStore(SqliteStore):
@@ -124,7 +131,7 @@ def _insert_fleet(
 ) -> None:
     db.conn.executemany(
         "INSERT INTO devices (device_id, vendor, class_id, gateway, keys, created_at) "
-        "VALUES (?, ?, ?, NULL, '{}', ?)",
+        "VALUES (?, ?, ?, NULL, ?, ?)",
         devices,
     )
     db.conn.executemany(
@@ -152,7 +159,8 @@ def seed(data_dir: Path, plan: Plan) -> Fleet:
         payloads: list[PayloadRecord] = []
         for c in range(plan.classes):
             for s in range(1, plan.releases_per_class + 1):
-                sha, size, _ = _write_blob(store, iter([os.urandom(4096)]))
+                payload = os.urandom(plan.release_payload_bytes)
+                sha, size, _ = _write_blob(store, iter([payload]))
                 payloads.append(PayloadRecord(sha, size, now))
                 wanted.append((f"class-{c:03d}", s, sha, size))
         files: dict[int, tuple[str, Path]] = {}
@@ -173,10 +181,12 @@ def seed(data_dir: Path, plan: Plan) -> Fleet:
 
         asyncio.run(accept())
         store.write_sync(_insert_all, store.pending)
-        newest = {r.class_id: r.envelope for r in store.pending}  # in sequence order
+        newest = {r.class_id: r for r in store.pending}  # in sequence order
         vendor_id = vendor_id_from_domain(DOMAIN)
         classes = [str(class_id(vendor_id, f"class-{c:03d}")) for c in range(plan.classes)]
 
+        attestation_key = ec.generate_private_key(ec.SECP256R1())
+        attesting_keys = json.dumps({"iak_pem": _public_pem(attestation_key)})
         tokens: list[str] = []
         device_rows: list[tuple[object, ...]] = []
         token_rows: list[tuple[object, ...]] = []
@@ -189,11 +199,27 @@ def seed(data_dir: Path, plan: Plan) -> Fleet:
             )
             token, token_id = new_token()
             tokens.append(token)
-            device_rows.append((device_id, VENDOR, klass, now))
+            keys = attesting_keys if i < plan.attesting else "{}"
+            device_rows.append((device_id, VENDOR, klass, keys, now))
             token_rows.append((token_id, hash_token(token), device_id, now))
         store.write_sync(_insert_fleet, device_rows, token_rows)
     finally:
         store.close()
-    probes = [(tokens[c], newest[classes[c]]) for c in range(plan.classes)]
-    sizes = sorted(len(newest[k]) for k in classes)
-    return Fleet(tokens[:-1], probes, tokens[-1], files, sizes[len(sizes) // 2])
+    probes = [(tokens[c], newest[classes[c]].envelope) for c in range(plan.classes)]
+    sizes = sorted(len(newest[k].envelope) for k in classes)
+    private = attestation_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )  # fmt: skip
+    return Fleet(
+        tokens[:-1], probes, tokens[-1], files, sizes[len(sizes) // 2],
+        [(newest[k].digest, newest[k].payloads[0]) for k in classes], private,
+    )  # fmt: skip
+
+
+def _public_pem(key: ec.EllipticCurvePrivateKey) -> str:
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )

@@ -45,14 +45,22 @@ class Load:
 
 
 _WRK_LUA = """
--- A random device token per request (rotating Authorization); the bare server ignores it.
-local tokens = {}
+-- A random device per request (rotating Authorization); the bare server ignores it. A line of
+-- the tokens file is "TOKEN" or "TOKEN DIGEST": with a digest, the poll sends If-None-Match.
+local tokens, etags = {}, {}
 function init(args)
-  for line in io.lines(args[1]) do tokens[#tokens + 1] = line end
+  for line in io.lines(args[1]) do
+    local token, etag = line:match("^(%%S+)%%s*(%%S*)$")
+    tokens[#tokens + 1] = token
+    etags[#etags + 1] = etag
+  end
   math.randomseed(tonumber(args[2]))
 end
 function request()
-  return wrk.format(nil, nil, {Authorization = "Bearer " .. tokens[math.random(#tokens)]})
+  local i = math.random(#tokens)
+  local headers = {Authorization = "Bearer " .. tokens[i]}
+  if etags[i] ~= "" then headers["If-None-Match"] = '"' .. etags[i] .. '"' end
+  return wrk.format(nil, nil, headers)
 end
 %(delay)s
 function done(summary, latency, requests)
