@@ -137,12 +137,28 @@ def _served(db: Database) -> None:
     )  # fmt: skip
 
 
+def _release_generation(db: Database) -> None:
+    """A counter that every change to ``releases`` moves, in the same transaction (triggers),
+    so a process can keep the published releases of a class in memory and see in the poll's
+    own read whether any process changed them since (poll_queries.py)."""
+    db.execute(
+        "CREATE TABLE release_generation (id INTEGER PRIMARY KEY CHECK (id = 1), "
+        "generation INTEGER NOT NULL)"
+    )
+    db.execute("INSERT INTO release_generation (id, generation) VALUES (1, 0)")
+    bump = "BEGIN UPDATE release_generation SET generation = generation + 1 WHERE id = 1; END"
+    db.execute(f"CREATE TRIGGER releases_insert_generation AFTER INSERT ON releases {bump}")
+    db.execute(f"CREATE TRIGGER releases_update_generation AFTER UPDATE ON releases {bump}")
+    db.execute(f"CREATE TRIGGER releases_delete_generation AFTER DELETE ON releases {bump}")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Database], None]]] = [
     (1, "initial schema", _initial),
     (2, "attestation verdicts", _verdicts),
     (3, "device lifecycle, timeline, incidents, advisories, signals, config backups", _lifecycle),
     (4, "webhook delivery cursors", _webhook_cursors),
     (5, "the release last served to each device", _served),
+    (6, "a generation counter of the releases table", _release_generation),
 ]
 
 

@@ -1,9 +1,8 @@
 """The SQL of a device's poll: everything ``GET /v1/device/update`` needs in one read.
 
-A poll is the service's hottest request (a fleet polls every few minutes), so it is one read
-transaction, and the release it hands out comes from a cache of published releases: a
-published release is immutable (its envelope is the exact uploaded bytes; nothing unpublishes
-it), so it is loaded from SQLite once per process, not once per poll.
+A poll is the service's hottest request (a fleet polls every few minutes): two indexed reads
+(the device with its served digest, lifecycle state and the release generation; its installs),
+and the release choice made in memory over the class's published releases (ReleaseCache).
 """
 
 from __future__ import annotations
@@ -24,18 +23,69 @@ __all__ = ["PollView", "ReleaseCache", "VersionCheck", "poll_view"]
 VersionCheck = Callable[[tuple[int, ...], int, tuple[int, ...]], bool]
 
 
-class ReleaseCache(dict[str, ReleaseRecord]):
-    """Published releases by digest, bounded: emptied when full (a fleet's current releases
-    are few; refilling costs one read each)."""
+@dataclass(frozen=True)
+class _Candidate:
+    """What the release choice needs of a published release (the rest stays in SQLite)."""
+
+    digest: str
+    target: str
+    sequence_key: str  # zero-padded text (records.sequence_key): compares as SQLite's does
+    use_before: int | None
+    requires: tuple[int, tuple[int, ...]] | None
+
+
+class ReleaseCache:
+    """The poll's read model: the published releases of each (vendor, class) in the order a
+    poll considers them, tagged with the release generation they were read at (a counter that
+    every change to ``releases`` moves, migration 6), and whole published releases by digest
+    (immutable: the envelope is the uploaded bytes, nothing unpublishes). Shared by the reader
+    threads: an entry is used only at the generation it was read at, so a thread that read
+    an older generation can at worst make the next poll read the class again. Bounded: a map
+    is emptied when full (a fleet's current releases are few)."""
 
     def __init__(self, capacity: int = 4096) -> None:
-        super().__init__()
         self.capacity = capacity
+        self._classes: dict[tuple[str, str], tuple[int, tuple[_Candidate, ...]]] = {}
+        self._releases: dict[str, ReleaseRecord] = {}
 
-    def keep(self, release: ReleaseRecord) -> None:
-        if len(self) >= self.capacity:
-            self.clear()
-        self[release.digest] = release
+    def candidates(
+        self, db: Database, generation: int, vendor: str, class_id: str
+    ) -> tuple[_Candidate, ...]:
+        entry = self._classes.get((vendor, class_id))
+        if entry is not None and entry[0] == generation:
+            return entry[1]
+        rows = db.execute(
+            "SELECT digest, target, sequence_key, use_before, requires_version FROM releases "
+            "WHERE vendor = ? AND class_id = ? AND published = 1 "
+            "ORDER BY update_priority ASC, sequence_key DESC",
+            [vendor, class_id],
+        ).fetchall()
+        found = tuple(
+            _Candidate(digest, target, key, use_before, _requirement(requires))
+            for digest, target, key, use_before, requires in rows
+        )
+        if len(self._classes) >= self.capacity:
+            self._classes = {}
+        self._classes[(vendor, class_id)] = (generation, found)
+        return found
+
+    def release(self, db: Database, digest: str) -> ReleaseRecord:
+        found = self._releases.get(digest)
+        if found is None:
+            found = get_release(db, digest)
+            if found is None:  # read from this table a moment ago: something deleted it
+                raise RuntimeError(f"release {digest} vanished during a poll")
+            if len(self._releases) >= self.capacity:
+                self._releases = {}
+            self._releases[digest] = found
+        return found
+
+
+def _requirement(text: str | None) -> tuple[int, tuple[int, ...]] | None:
+    if not text:
+        return None
+    comparison, wanted = json.loads(text)
+    return int(comparison), tuple(wanted)
 
 
 @dataclass(frozen=True)
@@ -56,10 +106,12 @@ def poll_view(
     """The device (None: not registered) and the first published release of its class newer
     than what it installed for the same target, not past its use-before, whose version
     requirement holds for the version installed (unknown version: offered), by update priority
-    then newest. Only the chosen release is loaded whole, from ``cache`` when it is there."""
+    then newest, among the first ``limit`` newer ones. The class's releases come from
+    ``cache`` while the release generation read here is the one they were read at."""
     row = db.execute(
         "SELECT d.device_id, d.vendor, d.class_id, d.gateway, d.keys, d.created_at, s.digest, "
-        "l.state FROM devices d LEFT JOIN served s ON s.device_id = d.device_id "
+        "l.state, (SELECT generation FROM release_generation WHERE id = 1) "
+        "FROM devices d LEFT JOIN served s ON s.device_id = d.device_id "
         "LEFT JOIN device_lifecycle l ON l.device_id = d.device_id WHERE d.device_id = ?",
         [device_id],
     ).fetchone()
@@ -68,33 +120,26 @@ def poll_view(
     device = DeviceRecord(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5])
     served, state = row[6], State(row[7]) if row[7] else DeviceLifecycle().state
     installed = {
-        target: tuple(json.loads(version)) if version else None
-        for target, version in db.execute(
-            "SELECT i.target, r.version FROM installs i JOIN releases r ON r.digest = i.digest "
-            "WHERE i.device_id = ?",
+        target: (key, tuple(json.loads(version)) if version else None)
+        for target, key, version in db.execute(
+            "SELECT i.target, i.sequence_key, r.version FROM installs i "
+            "LEFT JOIN releases r ON r.digest = i.digest WHERE i.device_id = ?",
             [device_id],
         ).fetchall()
     }
-    rows = db.execute(
-        "SELECT r.digest, r.target, r.requires_version "
-        "FROM releases r LEFT JOIN installs i ON i.device_id = ? AND i.target = r.target "
-        "WHERE r.vendor = ? AND r.class_id = ? AND r.published = 1 "
-        "AND (i.sequence_key IS NULL OR r.sequence_key > i.sequence_key) "
-        "AND (r.use_before IS NULL OR r.use_before > ?) "
-        "ORDER BY r.update_priority ASC, r.sequence_key DESC LIMIT ?",
-        [device_id, device.vendor, device.class_id, now, limit],
-    ).fetchall()
-    for digest, target, requires in rows:
-        current = installed.get(target)
-        if requires and current is not None:
-            comparison, wanted = json.loads(requires)
-            if not satisfies(current, comparison, tuple(wanted)):
+    considered = 0
+    for candidate in cache.candidates(db, int(row[8]), device.vendor, device.class_id):
+        key, current = installed.get(candidate.target, (None, None))
+        if key is not None and candidate.sequence_key <= key:
+            continue
+        if candidate.use_before is not None and candidate.use_before <= now:
+            continue
+        considered += 1
+        if considered > limit:
+            break
+        if candidate.requires and current is not None:
+            comparison, wanted = candidate.requires
+            if not satisfies(current, comparison, wanted):
                 continue
-        release = cache.get(digest)
-        if release is None:
-            release = get_release(db, digest)
-            if release is None:  # the row was read in this same transaction
-                raise RuntimeError(f"release {digest} vanished inside one read")
-            cache.keep(release)
-        return PollView(device, release, served, state)
+        return PollView(device, cache.release(db, candidate.digest), served, state)
     return PollView(device, None, served, state)
