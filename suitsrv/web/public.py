@@ -24,6 +24,10 @@ def _operation_id(route: Route) -> str:
     return f"{route.method.lower()}_{words}"
 
 
+def _problem(text: str) -> dict[str, Any]:
+    return {"description": text, "content": {"application/problem+json": {}}}
+
+
 def openapi_document(table: tuple[Route, ...]) -> dict[str, Any]:
     """OpenAPI 3.1 from the same Route table the app is built from, so they cannot drift."""
     paths: dict[str, dict[str, Any]] = {}
@@ -33,19 +37,18 @@ def openapi_document(table: tuple[Route, ...]) -> dict[str, Any]:
             "tags": [route.tag],
             "operationId": _operation_id(route),
             "responses": {
-                str(code): {
-                    "description": text,
-                    **({"content": {"application/problem+json": {}}} if code >= 400 else {}),
-                }
+                str(code): _problem(text) if code >= 400 else {"description": text}
                 for code, text in (route.responses or {200: "ok"}).items()
             },
         }
         if route.roles is not None:
             operation["security"] = [{"bearer": []}]
             operation["x-roles"] = sorted(str(r) for r in route.roles)
-            operation["responses"].setdefault("401", {"description": "no or bad credentials"})
-            operation["responses"].setdefault("403", {"description": "role not allowed"})
+            operation["responses"].setdefault("401", _problem("no or bad credentials"))
+            operation["responses"].setdefault("403", _problem("role not allowed"))
         if route.parameters:
+            # A path parameter of the wrong shape (not a hex SHA-256, say) is refused first.
+            operation["responses"].setdefault("400", _problem("malformed request"))
             operation["parameters"] = [
                 {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
                 for p in route.parameters
@@ -54,6 +57,10 @@ def openapi_document(table: tuple[Route, ...]) -> dict[str, Any]:
             types = route.request_type
             types = (types,) if isinstance(types, str) else types
             operation["requestBody"] = {"required": True, "content": {t: {} for t in types}}
+            # web/bodies.py: every body is read under a limit and checked for its media type.
+            for code, text in ((400, "malformed request body"), (413, "body too large"),
+                               (415, "wrong Content-Type")):  # fmt: skip
+                operation["responses"].setdefault(str(code), _problem(text))
         paths.setdefault(route.path, {})[route.method.lower()] = operation
     return {
         "openapi": "3.1.0",
