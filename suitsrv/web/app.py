@@ -88,18 +88,6 @@ TOKENS: web.AppKey[TokenCache] = web.AppKey("tokens")
 VERIFIER: web.AppKey[Verifier] = web.AppKey("verifier")
 
 
-@web.middleware
-async def inflight_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    tracker = request.app[INFLIGHT]
-    tracker.enter()
-    try:
-        return await handler(request)
-    finally:
-        tracker.leave()
-
-
 PROBLEM_JSON = "application/problem+json"
 
 
@@ -149,6 +137,10 @@ def json_response(
 async def problem_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
+    """The app's one middleware (each layer costs every request): counts the request in flight
+    for the shutdown drain, and renders every error as problem+json."""
+    tracker = request.app[INFLIGHT]
+    tracker.enter()
     try:
         return await handler(request)
     except ServiceError as exc:
@@ -171,6 +163,8 @@ async def problem_middleware(
         return problem_response(
             500, f"{PROBLEM_BASE}internal-error", "Internal error", "the server failed; see its log"
         )
+    finally:
+        tracker.leave()
 
 
 def _guard(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -236,7 +230,7 @@ def create_app(
         routes = all_routes()
     table = tuple(routes)
     app = web.Application(
-        middlewares=[inflight_middleware, problem_middleware],
+        middlewares=[problem_middleware],
         client_max_size=max(config.limits.envelope_bytes, config.limits.report_bytes) + 1024,
     )
     app[CONFIG] = config
