@@ -1,9 +1,9 @@
 """Benchmarks: each figure is a rate measured against a baseline in the same run, on one core.
 
 Run through ``scripts/bench {manifests,service,attest,growth,load,all} [--quick] [--no-write]
-[--json-only] [--devices N --seconds S]``. Every figure prints as one JSON line, then a summary table; the figures replace
-this suite's block in BENCHMARKS.md. Nothing here asserts a time (STYLE.md: benchmarks are not
-tests); targets are printed for a reader to compare.
+[--json-only] [--devices N --seconds S]``. Every figure prints as one JSON line, then a summary
+table; the figures replace this suite's block in BENCHMARKS.md. Nothing here asserts a time
+(STYLE.md: benchmarks are not tests); targets are printed for a reader to compare.
 
 Candidate and baseline run in interleaved rounds (which goes first alternates) and each side
 reports the median of its per-round rates, so drift in clock speed or load hits both alike.
