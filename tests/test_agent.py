@@ -281,6 +281,18 @@ async def test_cli_steps_and_exit_codes(device: Device, capsys: pytest.CaptureFi
     assert "attest: " in capsys.readouterr().out
 
 
+async def test_identity_needs_no_token_yet(
+    device: Device, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # identity prints what registers the device, so it runs before any token file exists.
+    (device.toml.parent / "agent-1.token").unlink()
+    toml = str(device.toml)
+    assert await asyncio.to_thread(main, ["agent", "--config", toml, "identity", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["device_id"] == "agent-1"
+    assert await asyncio.to_thread(main, ["agent", "--config", toml, "enroll"]) == 2
+    assert "cannot read token file" in capsys.readouterr().err
+
+
 def test_manifest_checks_refuse_what_is_not_for_this_device() -> None:
     key = generate_signing_key(Algorithm.ES256)
     anchor = anchor_from_pem(public_pem(key), name="vendor.pub.pem")

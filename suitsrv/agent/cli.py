@@ -86,7 +86,7 @@ async def _loop(agent: Agent, args: argparse.Namespace) -> bool:
 async def _main(args: argparse.Namespace, step: Step) -> bool:
     from .agent import Agent  # tpm2-pytss is needed from here on
 
-    config = load_agent_config(Path(args.config))
+    config = load_agent_config(Path(args.config), need_token=step is not _identity)
     async with Agent(config, max_bytes_per_request=args.max_bytes_per_request) as agent:
         return await step(agent, args)
 

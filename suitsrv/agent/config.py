@@ -122,8 +122,10 @@ def _identity(doc: dict[str, Any]) -> tuple[uuid.UUID, uuid.UUID]:
     return vendor, class_id(vendor, name) if name else _uuid(str(class_text), "class-id")
 
 
-def load_agent_config(path: Path) -> AgentConfig:
-    """Read and check ``agent.toml``; AgentConfigError names the first problem."""
+def load_agent_config(path: Path, *, need_token: bool = True) -> AgentConfig:
+    """Read and check ``agent.toml``; AgentConfigError names the first problem. Without
+    ``need_token`` (``identity``, which talks to no server: its output is what registers the
+    device, before any token exists) the token may be missing; it is then empty."""
     try:
         doc = tomllib.loads(_read(path, "agent config").decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -140,9 +142,9 @@ def load_agent_config(path: Path) -> AgentConfig:
         return base / str(_text(doc, key, required=True))
 
     token, token_file = _one_of(doc, "token", "token-file")
-    if token_file is not None:
+    if token_file is not None and (need_token or (base / token_file).exists()):
         token = _read(base / token_file, "token file").decode("utf-8", "replace").strip()
-    if not token:
+    if not token and need_token:
         raise AgentConfigError("the device token is empty")
     vendor_key = required_file("vendor-key")
     vendor_pem = _read(vendor_key, "vendor key")
@@ -164,7 +166,7 @@ def load_agent_config(path: Path) -> AgentConfig:
     return AgentConfig(
         server=_server(str(_text(doc, "server", required=True))),
         device_id=str(_text(doc, "device-id", required=True)),
-        token=token,
+        token=token or "",
         tcti=str(_text(doc, "tcti", required=True)),
         state_dir=required_file("state-dir"),
         vendor_anchor=anchor,
