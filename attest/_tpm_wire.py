@@ -7,8 +7,10 @@ public names; this module exists only so ``tpm`` and ``tpm_public`` can share it
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
+from collections.abc import Callable
 from enum import IntEnum
 
 from .errors import DecodeError, UnsupportedError
@@ -69,6 +71,12 @@ _HASHES = {
     TpmAlg.SHA384: ("sha384", 48),
     TpmAlg.SHA512: ("sha512", 64),
 }
+_CONSTRUCTORS: dict[TpmAlg, Callable[[bytes], hashlib._Hash]] = {
+    TpmAlg.SHA1: hashlib.sha1,
+    TpmAlg.SHA256: hashlib.sha256,
+    TpmAlg.SHA384: hashlib.sha384,
+    TpmAlg.SHA512: hashlib.sha512,
+}
 MAX_DIGEST = 64  # sizeof(TPMU_HA) with SHA-512 as the largest hash (Part 2 §10.3.1)
 MAX_RSA_BYTES = 512  # MAX_RSA_KEY_BYTES for 4096-bit keys (TPM2B_PUBLIC_KEY_RSA, §11.2.4.5)
 
@@ -94,7 +102,11 @@ def digest_size(alg: TpmAlg) -> int:
 
 def hash_bytes(alg: TpmAlg, data: bytes) -> bytes:
     """``H_alg(data)`` for a supported TPM hash."""
-    return hashlib.new(hash_of(alg), data).digest()
+    constructor = _CONSTRUCTORS.get(alg)
+    if constructor is None:
+        hash_of(alg)  # raises UnsupportedError naming it
+        raise RuntimeError(f"no hashlib constructor for {alg!r}")
+    return constructor(data).digest()
 
 
 def alg_or_unsupported(value: int, what: str) -> TpmAlg:
@@ -107,6 +119,11 @@ def alg_or_unsupported(value: int, what: str) -> TpmAlg:
 
 def pcrs_from_bitmap(bitmap: bytes) -> tuple[int, ...]:
     """PCR indices, ascending, from a pcrSelect bitmap: byte i, bit j is PCR 8i+j (§10.6.2)."""
+    return _pcrs_from_bitmap(bytes(bitmap))
+
+
+@functools.lru_cache(maxsize=256)
+def _pcrs_from_bitmap(bitmap: bytes) -> tuple[int, ...]:
     return tuple(8 * i + j for i, byte in enumerate(bitmap) for j in range(8) if byte >> j & 1)
 
 
@@ -127,9 +144,9 @@ class Reader:
 
     __slots__ = ("_data", "_pos", "_what")
 
-    def __init__(self, data: bytes, what: str) -> None:
+    def __init__(self, data: bytes, what: str, pos: int = 0) -> None:
         self._data = data
-        self._pos = 0
+        self._pos = pos
         self._what = what
 
     @property

@@ -20,6 +20,7 @@ warning; 33 unrecognized executables (warning tier); 96 contraindicated; 99 cryp
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping, Sequence
@@ -112,10 +113,11 @@ def _failed(evidence: str, reason: str) -> Appraisal:
 
 
 def _matches(digest: tuple[str, bytes], acceptable: Iterable[tuple[str, bytes]]) -> bool:
-    return any(
-        alg == digest[0] and len(value) == len(digest[1]) and hmac.compare_digest(value, digest[1])
-        for alg, value in acceptable
-    )
+    name, got = digest
+    for alg, value in acceptable:
+        if alg == name and len(value) == len(got) and hmac.compare_digest(value, got):
+            return True
+    return False
 
 
 def _compare_images(
@@ -136,23 +138,27 @@ def _compare_images(
     claim = APPROVED
     referenced = {image.component_id for image in reference.images}
     anonymous = [d for cid, d in measured if cid is None or cid not in referenced]
-    mismatch = WARN_UNRECOGNIZED if policy.mismatch is UnknownComponents.WARN else CONTRAINDICATED
+    mismatch = WARN_UNRECOGNIZED if policy.mismatch is _WARN else CONTRAINDICATED
     for image in reference.images:
         named = [d for cid, d in measured if cid == image.component_id]
-        expected = ", ".join(v.hex() for _, v in image.digests)
-        component = "/".join(p.hex() for p in image.component_id) or "(component)"
         if named:
-            if all(_matches(d, image.digests) for d in named):
+            if all([_matches(d, image.digests) for d in named]):
                 continue
             got = ", ".join(v.hex() for _, v in named)
-            reasons.append(f"component {component}: measured {got}, expected {expected}")
+            reasons.append(f"component {_component(image)}: measured {got}, expected "
+                           f"{_expected(image)}")  # fmt: skip
             claim = max(claim, mismatch)
         elif not any(_matches(d, image.digests) for d in anonymous):
-            reasons.append(f"component {component}: not measured, expected {expected}")
+            reasons.append(f"component {_component(image)}: not measured, expected "
+                           f"{_expected(image)}")  # fmt: skip
             claim = CONTRAINDICATED
-    known = [d for image in reference.images for d in image.digests]
+    known: list[tuple[str, bytes]] | None = None
     for cid, digest in measured:
-        if cid in referenced or _matches(digest, known):
+        if cid in referenced:
+            continue  # judged above
+        if known is None:
+            known = [d for image in reference.images for d in image.digests]
+        if _matches(digest, known):
             continue  # judged above
         where = "/".join(p.hex() for p in cid) if cid else "a component"
         reasons.append(f"{where} measured {digest[1].hex()}, which no reference value names")
@@ -160,6 +166,18 @@ def _compare_images(
             bad = policy.unknown_components is UnknownComponents.CONTRAINDICATE
             claim = CONTRAINDICATED if bad else WARN_UNRECOGNIZED
     return claim, reasons
+
+
+# Enum members as module constants: a class attribute lookup on an Enum costs a metaclass call.
+_WARN, _SHA1, _SHA256 = UnknownComponents.WARN, TpmAlg.SHA1, TpmAlg.SHA256
+
+
+def _component(image: ExpectedImage) -> str:
+    return "/".join(p.hex() for p in image.component_id) or "(component)"
+
+
+def _expected(image: ExpectedImage) -> str:
+    return ", ".join(v.hex() for _, v in image.digests)
 
 
 _TPM_HASH_NAMES = {TpmAlg.SHA1: "sha1", TpmAlg.SHA256: "sha256", TpmAlg.SHA384: "sha384",
@@ -191,8 +209,9 @@ def appraise_tpm(
         return _failed("tpm-quote", f"quote does not verify: {exc}")
     clock = quote.attest.clock_info
     reasons: list[str] = []
-    vector = TrustVector(instance_identity=APPROVED,
-                         hardware=APPROVED if isinstance(ak, PublicKey) else 0)  # fmt: skip
+    # The claims, as ints until the one TrustVector at the end (its checks run once).
+    hardware = APPROVED if isinstance(ak, PublicKey) else 0
+    configuration = 0
     if isinstance(ak, AkKey):
         reasons.append("AK given as PEM: its TPM attributes were not checked")
     measured: list[tuple[tuple[bytes, ...] | None, tuple[str, bytes]]] = []
@@ -205,23 +224,23 @@ def appraise_tpm(
                                           require_all=True)  # fmt: skip
         except (DecodeError, AttestError) as exc:
             return replace(_failed("tpm-quote", f"event log: {exc}"), clock=clock)
-        bank = reference.bank if reference else TpmAlg.SHA256
+        bank = reference.bank if reference else _SHA256
         pcr = reference.pcr if reference else 16
+        expected_manifest = reference.manifest_digest if reference else None
         for event in log.events:
             digest = event.digests.get(bank)
             if event.pcr == pcr and digest is not None:
                 measured.append((event.component_id, (_TPM_HASH_NAMES[bank], digest)))
                 if (
-                    reference
-                    and reference.manifest_digest
+                    expected_manifest
                     and event.manifest_digest
-                    and not (hmac.compare_digest(event.manifest_digest, reference.manifest_digest))
+                    and not hmac.compare_digest(event.manifest_digest, expected_manifest)
                 ):
                     reasons.append(
                         f"logged manifest {event.manifest_digest.hex()} is not the expected "
-                        f"{reference.manifest_digest.hex()}"
+                        f"{expected_manifest.hex()}"
                     )
-                    vector = replace(vector, configuration=CONTRAINDICATED)
+                    configuration = CONTRAINDICATED
         executables, why = _compare_images(measured, reference, policy)
     elif reference is not None and reference.images:
         executables, why = _expected_pcr(quote.pcrs, reference)
@@ -233,15 +252,23 @@ def appraise_tpm(
         pcr_claim, pcr_why = _golden_pcrs(quote.pcrs, reference.expected_pcrs)
         executables = pcr_claim if not reference.images else max(executables, pcr_claim)
         why = (why if reference.images else []) + pcr_why
-    vector = replace(vector, executables=executables)
-    if quote.signature is not None and quote.signature.hash_alg is TpmAlg.SHA1:
-        vector = replace(vector, configuration=max(vector.configuration, 32))
+    if quote.signature is not None and quote.signature.hash_alg is _SHA1:
+        configuration = max(configuration, 32)
         reasons.append("SHA-1 evidence accepted by policy")
+    vector, status = _tpm_vector(configuration, executables, hardware)
     return Appraisal(
-        status_of(vector), vector, tuple(reasons + why), "tpm-quote", clock,
+        status, vector, tuple(reasons + why), "tpm-quote", clock,
         rebooted_since(previous, clock) if previous else None,
-        tuple(("/".join(p.hex() for p in (c or ())), d.hex()) for c, (_, d) in measured),
+        tuple([("/".join([p.hex() for p in c]) if c else "", d.hex()) for c, (_, d) in measured]),
     )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=256)
+def _tpm_vector(configuration: int, executables: int, hardware: int) -> tuple[TrustVector, Status]:
+    # A vector is an immutable value drawn from a few claim values: built and judged once each.
+    vector = TrustVector(instance_identity=APPROVED, configuration=configuration,
+                         executables=executables, hardware=hardware)  # fmt: skip
+    return vector, status_of(vector)
 
 
 def _golden_pcrs(

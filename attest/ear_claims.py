@@ -5,6 +5,7 @@ naming decision documented in :mod:`attest.ear`; signed EARs (JWT, CWT) are buil
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
@@ -84,10 +85,16 @@ class TrustVector:
     sourced_data: int = 0
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
+        values = (
+            self.instance_identity, self.configuration, self.executables, self.file_system,
+            self.hardware, self.runtime_opaque, self.storage_opaque, self.sourced_data,
+        )  # fmt: skip
+        if all([type(v) is int for v in values]) and min(values) >= -128 and max(values) <= 127:
+            return  # the common case, checked at once; the loop below names what is wrong
+        for name in _NAMES:
+            value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not -128 <= value <= 127:
-                raise RuntimeError(f"trustworthiness claim {f.name} must be an int8: {value!r}")
+                raise RuntimeError(f"trustworthiness claim {name} must be an int8: {value!r}")
 
     @classmethod
     def every(cls, value: int) -> TrustVector:
@@ -103,8 +110,11 @@ _NAMES: Final = tuple(f.name for f in fields(TrustVector))
 _JSON_TV: Final = {n.replace("_", "-"): n for n in _NAMES}  # "instance-identity", ...
 
 
+@functools.lru_cache(maxsize=1024)
 def status_of(vector: TrustVector) -> Status:
-    """The status a vector supports: its worst claim's tier (AR4SI), none when empty."""
+    """The status a vector supports: its worst claim's tier (AR4SI), none when empty.
+
+    Memoised: a vector is immutable and appraisals produce few distinct ones."""
     return max(
         (tier_of(v) for v in vector.claims().values()), key=_TIERS.__getitem__, default=Status.NONE
     )

@@ -41,10 +41,11 @@ EV_NO_ACTION events are never extended.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
@@ -103,10 +104,21 @@ class EventLog:
     format: str
     events: tuple[Event, ...]
     raw: bytes
+    # The replay of ``events`` (a pure function of them), computed by the first
+    # verify_replay and kept: a parsed log is shared by every appraisal of the same bytes.
+    _replayed: list[_Replayed] = field(default_factory=list, init=False, repr=False, compare=False)
+
+
+# Per bank the replayed (PCR, value) pairs in ascending PCR order.
+_Replayed = tuple[tuple[TpmAlg, tuple[tuple[int, bytes], ...]], ...]
 
 
 def parse_event_log(data: bytes) -> EventLog:
-    """Parse a compact (CBOR) or TCG PC Client event log, detected by its first byte."""
+    """Parse a compact (CBOR) or TCG PC Client event log, detected by its first byte.
+
+    A parsed log is immutable and a pure function of its bytes, and a fleet running one
+    release sends the same log again and again, so logs up to ``_MEMO_SIZE`` bytes are
+    memoised by their exact bytes (refused input raises every time; nothing is skipped)."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise DecodeError(f"event log: expected bytes, got {type(data).__name__}")
     raw = bytes(data)
@@ -114,6 +126,18 @@ def parse_event_log(data: bytes) -> EventLog:
         raise DecodeError("event log: empty input")
     if len(raw) > MAX_LOG_SIZE:
         raise DecodeError(f"event log: {len(raw)} bytes exceeds the limit of {MAX_LOG_SIZE}")
+    return _parse_memo(raw) if len(raw) <= _MEMO_SIZE else _parse(raw)
+
+
+_MEMO_SIZE: Final = 16 << 10  # x 256 entries: at most 4 MiB of logs held
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_memo(raw: bytes) -> EventLog:
+    return _parse(raw)
+
+
+def _parse(raw: bytes) -> EventLog:
     if raw[0] >> 5 == 4:
         return EventLog("compact", _parse_compact(raw), raw)
     fmt, events = _TcgReader(raw).parse()
@@ -367,13 +391,16 @@ def verify_replay(
     PCRs the log extends but the quote does not cover are ignored, unless ``require_all``.
     A non-empty log of which no PCR is quoted fails too: nothing in it would be verified.
     """
-    banks = sorted(
-        {alg for ev in log.events if ev.event_type != EV_NO_ACTION for alg in ev.digests}
-    )
+    if not log._replayed:  # a list of one, filled once: the log is frozen, its replay fixed
+        banks = sorted(
+            {alg for ev in log.events if ev.event_type != EV_NO_ACTION for alg in ev.digests}
+        )
+        replayed = replay(log, banks).items()
+        log._replayed.append(tuple((bank, tuple(sorted(pcrs.items()))) for bank, pcrs in replayed))
     compared = extended = 0
-    for bank, pcrs in replay(log, banks).items():
+    for bank, pcrs in log._replayed[0]:
         bank_quote = quoted.get(bank, {})
-        for pcr, value in sorted(pcrs.items()):
+        for pcr, value in pcrs:
             extended += 1
             if pcr not in bank_quote:
                 if require_all:

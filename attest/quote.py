@@ -64,6 +64,21 @@ _CRYPTO_HASHES: dict[TpmAlg, type[hashes.HashAlgorithm]] = {
     TpmAlg.SHA384: hashes.SHA384,
     TpmAlg.SHA512: hashes.SHA512,
 }
+# The verify arguments per signature hash, built once (they are immutable parameter objects).
+# PSS salt: FIPS TPMs use the digest length, older ones the maximum; AUTO reads it from the
+# signature.
+_ECDSA_VERIFY = {alg: ec.ECDSA(Prehashed(h())) for alg, h in _CRYPTO_HASHES.items()}
+# Enum members as module constants: a class attribute lookup on an Enum costs a metaclass call.
+_SHA1, _NULL, _ECDSA, _RSASSA = TpmAlg.SHA1, TpmAlg.NULL, TpmAlg.ECDSA, TpmAlg.RSASSA
+_QUOTE = int(StType.ATTEST_QUOTE)
+_HEAD = struct.Struct(">IH")
+_PKCS1: dict[TpmAlg, tuple[padding.AsymmetricPadding, Prehashed]] = {
+    alg: (padding.PKCS1v15(), Prehashed(h())) for alg, h in _CRYPTO_HASHES.items()
+}
+_PSS: dict[TpmAlg, tuple[padding.AsymmetricPadding, Prehashed]] = {
+    alg: (padding.PSS(padding.MGF1(h()), padding.PSS.AUTO), Prehashed(h()))
+    for alg, h in _CRYPTO_HASHES.items()
+}
 
 
 @dataclass(frozen=True)
@@ -199,32 +214,28 @@ def verify_attest_signature(
         require_ak(ak)
     sig = parse_signature(signature)
     key = ak.key
-    if isinstance(key, rsa.RSAPublicKey) != (sig.sig_alg is not TpmAlg.ECDSA):
+    sig_alg, hash_alg, scheme = sig.sig_alg, sig.hash_alg, ak.scheme
+    if isinstance(key, rsa.RSAPublicKey) == (sig_alg is _ECDSA):
         kind = "an RSA" if isinstance(key, rsa.RSAPublicKey) else "an ECC"
-        raise VerificationError(f"a {sig.sig_alg.name} signature does not fit {kind} AK")
-    if ak.scheme not in (None, TpmAlg.NULL) and (
-        sig.sig_alg is not ak.scheme or ak.scheme_hash not in (None, sig.hash_alg)
+        raise VerificationError(f"a {sig_alg.name} signature does not fit {kind} AK")
+    if (
+        scheme is not None
+        and scheme is not _NULL
+        and (sig_alg is not scheme or ak.scheme_hash not in (None, hash_alg))
     ):
-        pinned = f"{ak.scheme.name}/{ak.scheme_hash.name if ak.scheme_hash else '?'}"
+        pinned = f"{scheme.name}/{ak.scheme_hash.name if ak.scheme_hash else '?'}"
         raise VerificationError(
-            f"signature scheme {sig.sig_alg.name}/{sig.hash_alg.name} is not the AK's {pinned}"
+            f"signature scheme {sig_alg.name}/{hash_alg.name} is not the AK's {pinned}"
         )
-    if sig.hash_alg is TpmAlg.SHA1 and not allow_sha1:
+    if hash_alg is _SHA1 and not allow_sha1:
         raise UnsupportedError("SHA-1 signatures are refused by policy (allow_sha1 is off)")
     # The TPM signs H_sig(TPMS_ATTEST) (Part 3 §18.2): verify the prehashed digest of the raw bytes.
-    chosen = _CRYPTO_HASHES[sig.hash_alg]()
-    digest = hash_bytes(sig.hash_alg, attest)
+    digest = hash_bytes(hash_alg, attest)
     try:
         if isinstance(key, rsa.RSAPublicKey):
-            # PSS salt: FIPS TPMs use the digest length, older ones the maximum; AUTO reads it.
-            pad: padding.AsymmetricPadding = (
-                padding.PKCS1v15()
-                if sig.sig_alg is TpmAlg.RSASSA
-                else padding.PSS(padding.MGF1(chosen), padding.PSS.AUTO)
-            )
-            key.verify(sig.signature, digest, pad, Prehashed(chosen))
+            key.verify(sig.signature, digest, *(_PKCS1 if sig_alg is _RSASSA else _PSS)[hash_alg])
         else:
-            key.verify(sig.signature, digest, ec.ECDSA(Prehashed(chosen)))
+            key.verify(sig.signature, digest, _ECDSA_VERIFY[hash_alg])
     except InvalidSignature:
         raise VerificationError("the quote signature does not verify with the AK") from None
     return sig
@@ -252,14 +263,16 @@ def verify_quote(
     """
     sig = verify_attest_signature(attest, signature, ak, allow_sha1=allow_sha1)
     # Signed, so magic and type decide what the TPM attested: refuse any other structure.
-    head = struct.unpack_from(">IH", attest) if len(attest) >= 6 else (0, 0)
-    if head[0] != TPM_GENERATED_VALUE:
+    magic, st_type = _HEAD.unpack_from(attest) if len(attest) >= 6 else (0, 0)
+    if magic != TPM_GENERATED_VALUE:
         raise VerificationError("the signed data is not a TPM-generated structure (bad magic)")
-    if head[1] != StType.ATTEST_QUOTE:
-        raise VerificationError(f"the signed structure is type 0x{head[1]:04x}, not a quote")
+    if st_type != _QUOTE:
+        raise VerificationError(f"the signed structure is type 0x{st_type:04x}, not a quote")
     parsed = parse_attest(attest)
-    if not allow_sha1 and any(s.hash_alg is TpmAlg.SHA1 for s in parsed.pcr_select):
-        raise UnsupportedError("the quote selects a SHA-1 PCR bank (refused by policy)")
+    if not allow_sha1:
+        for selection in parsed.pcr_select:
+            if selection.hash_alg is _SHA1:
+                raise UnsupportedError("the quote selects a SHA-1 PCR bank (refused by policy)")
     _check_nonce(nonce, parsed.extra_data)
     verified = {} if pcrs is None else _check_pcrs(parsed, pcrs, sig.hash_alg)
     _check_clock(parsed.clock_info, previous)
@@ -289,17 +302,36 @@ def _check_pcrs(
 ) -> dict[TpmAlg, Mapping[int, bytes]]:
     # Indices come from the signed pcrSelect only (notes §2.3): a supplied PCR outside it, or a
     # selected PCR not supplied, is refused even if the values happen to hash to pcrDigest.
-    signed = {(s.hash_alg, pcr) for s in attest.pcr_select for pcr in s.pcrs}
-    supplied = {(bank, pcr) for bank, values in pcrs.banks.items() for pcr in values}
-    if missing := sorted(signed - supplied):
-        raise VerificationError(f"quoted PCRs not supplied: {_pcr_list(missing)}")
-    if extra := sorted(supplied - signed):
-        raise VerificationError(f"PCRs supplied but not quoted: {_pcr_list(extra)}")
+    banks, select = pcrs.banks, attest.pcr_select
+    # PcrValues keeps each bank's indices ascending, as pcrSelect lists them, so the supplied
+    # indices equal the signed ones exactly when the key tuples are equal.
+    exact = True
+    selected = set()
+    for s in select:
+        selected.add(s.hash_alg)
+        values = banks.get(s.hash_alg)
+        if (tuple(values) if values else ()) != s.pcrs:
+            exact = False
+    for bank, values in banks.items():
+        if values and bank not in selected:
+            exact = False
+    if not exact:
+        signed = {(s.hash_alg, pcr) for s in select for pcr in s.pcrs}
+        supplied = {(bank, pcr) for bank, values in banks.items() for pcr in values}
+        if missing := sorted(signed - supplied):
+            raise VerificationError(f"quoted PCRs not supplied: {_pcr_list(missing)}")
+        if extra := sorted(supplied - signed):
+            raise VerificationError(f"PCRs supplied but not quoted: {_pcr_list(extra)}")
     # pcrDigest = H_sig(values in TPML order, ascending index per bank) (Part 3 §18.4).
-    ordered = [pcrs.banks[s.hash_alg][pcr] for s in attest.pcr_select for pcr in s.pcrs]
+    verified: dict[TpmAlg, Mapping[int, bytes]] = {}
+    ordered: list[bytes] = []
+    for s in select:
+        if s.pcrs:
+            verified[s.hash_alg] = values = banks[s.hash_alg]
+            ordered.extend(values.values())
     if not hmac.compare_digest(hash_bytes(sig_hash, b"".join(ordered)), attest.pcr_digest):
         raise VerificationError("the PCR values do not match the quote's pcrDigest")
-    return {s.hash_alg: pcrs.banks[s.hash_alg] for s in attest.pcr_select if s.pcrs}
+    return verified
 
 
 def _pcr_list(items: list[tuple[TpmAlg, int]]) -> str:

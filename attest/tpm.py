@@ -9,6 +9,8 @@ Parsing checks form only; ``attest.quote.verify_quote`` checks signatures and me
 
 from __future__ import annotations
 
+import functools
+import struct
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -19,6 +21,7 @@ from ._tpm_wire import (
     Reader,
     StType,
     TpmAlg,
+    alg_or_unsupported,
     digest_size,
     hash_bytes,
     hash_of,
@@ -143,44 +146,87 @@ _ATTESTED: dict[StType, tuple[str, ...]] = {
 # TPML_PCR_SELECTION (§10.9.7): count u32 (≤ 16) | TPMS_PCR_SELECTION[count]
 # TPMS_PCR_SELECTION (§10.6.2): hash u16 | sizeofSelect u8 (≤ 4) | pcrSelect[sizeofSelect]
 #                               (byte i, bit j selects PCR 8i+j)
+# The fixed runs between the sized fields are read with one precompiled struct each (a verifier
+# parses a quote per appraisal); the variable tails of other types go through the Reader.
+_HEAD = struct.Struct(">IH")  # magic | type
+_U16 = struct.Struct(">H")
+_CLOCK_FIRMWARE = struct.Struct(">QIIBQ")  # clockInfo {clock, resets, restarts, safe} | firmware
+_U32 = struct.Struct(">I")
+_SELECT_HEAD = struct.Struct(">HB")  # TPMS_PCR_SELECTION hash | sizeofSelect
+_WHAT = "TPMS_ATTEST"
+_QUOTE = StType.ATTEST_QUOTE  # an Enum class attribute lookup is a metaclass call: look it up once
+
+
+def _truncated(field: str, pos: int, need: int) -> DecodeError:
+    return DecodeError(f"{_WHAT}: {field} truncated at offset {pos} (needs {need} bytes)")
+
+
+def _sized(data: bytes, pos: int, limit: int, field: str) -> tuple[bytes, int]:
+    """A TPM2B at ``pos``: (its bytes, the position after it); bounded by ``limit``."""
+    if pos + 2 > len(data):
+        raise _truncated(field, pos, 2)
+    (size,) = _U16.unpack_from(data, pos)
+    if size > limit:
+        raise DecodeError(f"{_WHAT}: {field} size {size} exceeds the maximum {limit}")
+    end = pos + 2 + size
+    if end > len(data):
+        raise _truncated(field, pos + 2, size)
+    return data[pos + 2 : end], end
+
+
 def parse_attest(data: bytes) -> Attest:
     """Parse a TPMS_ATTEST (the bytes a TPM signs; a TPM2B_ATTEST without its size).
 
     Checks the magic and that the type is a TPMI_ST_ATTEST (``UnsupportedError`` for other
     tags); parses every TPMU_ATTEST member strictly. PCR banks must be distinct and supported.
     """
-    r = Reader(data, "TPMS_ATTEST")
+    if len(data) < _HEAD.size:
+        return _parse_attest_reader(data)  # names the truncated field
+    magic, raw_type = _HEAD.unpack_from(data)
+    if magic != TPM_GENERATED_VALUE:
+        raise DecodeError(f"{_WHAT}: magic 0x{magic:08x} is not TPM_GENERATED_VALUE 0xff544347")
+    st_type = _STTYPES.get(raw_type)
+    if st_type is None:
+        raise UnsupportedError(f"{_WHAT}: type 0x{raw_type:04x} is not supported")
+    qualified_signer, pos = _sized(data, 6, _MAX_NAME, "qualifiedSigner")
+    extra_data, pos = _sized(data, pos, _MAX_DATA, "extraData")
+    if pos + _CLOCK_FIRMWARE.size > len(data):
+        return _parse_attest_reader(data)  # names the truncated field
+    clock, resets, restarts, safe, firmware_version = _CLOCK_FIRMWARE.unpack_from(data, pos)
+    if safe > 1:
+        raise DecodeError(f"{_WHAT}: safe is {safe}, not a TPMI_YES_NO (0 or 1)")
+    pos += _CLOCK_FIRMWARE.size
+    pcr_select: tuple[PcrSelection, ...] = ()
+    pcr_digest = b""
+    attested: tuple[int | bytes, ...] = ()
+    if st_type is _QUOTE:
+        pcr_select, pos = _pcr_selection_list(data, pos)
+        pcr_digest, pos = _sized(data, pos, MAX_DIGEST, "pcrDigest")
+        if pos != len(data):
+            raise DecodeError(f"{_WHAT}: {len(data) - pos} trailing bytes after offset {pos}")
+    else:
+        r = Reader(data, _WHAT, pos)
+        attested = tuple(_read_kind(r, kind) for kind in _ATTESTED[st_type])
+        r.end()
+    clock_info = ClockInfo(clock, resets, restarts, safe == 1)
+    return Attest(data, st_type, qualified_signer, extra_data, clock_info, firmware_version,
+                  pcr_select, pcr_digest, attested)  # fmt: skip
+
+
+def _parse_attest_reader(data: bytes) -> Attest:
+    """The field-by-field reading of the header, used only to name where short input ends."""
+    r = Reader(data, _WHAT)
     magic = r.u32("magic")
     if magic != TPM_GENERATED_VALUE:
         raise r.fail(f"magic 0x{magic:08x} is not TPM_GENERATED_VALUE 0xff544347")
     raw_type = r.u16("type")
-    st_type = _STTYPES.get(raw_type)
-    if st_type is None:
-        raise UnsupportedError(f"TPMS_ATTEST: type 0x{raw_type:04x} is not supported")
-    qualified_signer = r.tpm2b("qualifiedSigner", _MAX_NAME)
-    extra_data = r.tpm2b("extraData", _MAX_DATA)
-    clock_info = _clock_info(r)
-    firmware_version = r.u64("firmwareVersion")
-    pcr_select: tuple[PcrSelection, ...] = ()
-    pcr_digest = b""
-    attested: tuple[int | bytes, ...] = ()
-    if st_type is StType.ATTEST_QUOTE:
-        pcr_select = _pcr_selection_list(r)
-        pcr_digest = r.tpm2b("pcrDigest", MAX_DIGEST)
-    else:
-        attested = tuple(_read_kind(r, kind) for kind in _ATTESTED[st_type])
-    r.end()
-    return Attest(
-        raw=data,
-        type=st_type,
-        qualified_signer=qualified_signer,
-        extra_data=extra_data,
-        clock_info=clock_info,
-        firmware_version=firmware_version,
-        pcr_select=pcr_select,
-        pcr_digest=pcr_digest,
-        attested=attested,
-    )
+    if raw_type not in _STTYPES:
+        raise UnsupportedError(f"{_WHAT}: type 0x{raw_type:04x} is not supported")
+    r.tpm2b("qualifiedSigner", _MAX_NAME)
+    r.tpm2b("extraData", _MAX_DATA)
+    _clock_info(r)
+    r.u64("firmwareVersion")
+    raise RuntimeError("_parse_attest_reader is only called on input too short to parse")
 
 
 def _clock_info(r: Reader) -> ClockInfo:
@@ -203,23 +249,45 @@ def _read_kind(r: Reader, kind: str) -> int | bytes:
     return r.u64("u64")
 
 
-def _pcr_selection_list(r: Reader) -> tuple[PcrSelection, ...]:
-    count = r.u32("pcrSelect.count")
+def _pcr_selection_list(data: bytes, pos: int) -> tuple[tuple[PcrSelection, ...], int]:
+    if pos + 4 > len(data):
+        raise _truncated("pcrSelect.count", pos, 4)
+    (count,) = _U32.unpack_from(data, pos)
     if count > _MAX_BANKS:
-        raise r.fail(f"pcrSelect.count {count} exceeds {_MAX_BANKS}")
+        raise DecodeError(f"{_WHAT}: pcrSelect.count {count} exceeds {_MAX_BANKS}")
+    pos += 4
     selections = []
     seen: set[TpmAlg] = set()
     for _ in range(count):
-        bank = r.alg("pcrSelect.hash")
+        if pos + 3 > len(data):
+            return _pcr_selection_reader(data, pos), pos  # names the truncated field
+        alg_id, size = _SELECT_HEAD.unpack_from(data, pos)
+        bank = alg_or_unsupported(alg_id, f"{_WHAT} pcrSelect.hash")
         digest_size(bank)  # a bank whose hash we cannot compute is unusable: refuse it here
-        size = r.u8("sizeofSelect")
         if size > _MAX_SELECT:
-            raise r.fail(f"sizeofSelect {size} exceeds {_MAX_SELECT}")
+            raise DecodeError(f"{_WHAT}: sizeofSelect {size} exceeds {_MAX_SELECT}")
         if bank in seen:
-            raise r.fail(f"PCR bank {bank.name} is selected twice")
+            raise DecodeError(f"{_WHAT}: PCR bank {bank.name} is selected twice")
         seen.add(bank)
-        selections.append(PcrSelection(bank, pcrs_from_bitmap(r.take(size, "pcrSelect"))))
-    return tuple(selections)
+        pos += 3
+        if pos + size > len(data):
+            raise _truncated("pcrSelect", pos, size)
+        selections.append(_selection(bank, bytes(data[pos : pos + size])))
+        pos += size
+    return tuple(selections), pos
+
+
+def _pcr_selection_reader(data: bytes, pos: int) -> tuple[PcrSelection, ...]:
+    r = Reader(data, _WHAT, pos)
+    digest_size(r.alg("pcrSelect.hash"))
+    r.u8("sizeofSelect")
+    raise RuntimeError("_pcr_selection_reader is only called on input too short to parse")
+
+
+@functools.lru_cache(maxsize=256)
+def _selection(bank: TpmAlg, bitmap: bytes) -> PcrSelection:
+    # Immutable and drawn from a handful of (bank, bitmap) pairs: built once each.
+    return PcrSelection(bank, pcrs_from_bitmap(bitmap))
 
 
 @dataclass(frozen=True)
@@ -252,6 +320,34 @@ def parse_signature(data: bytes) -> Signature:
     ECSCHNORR, NULL) and hashes raise ``UnsupportedError``. r and s are read as unsigned
     integers: a TPM may return them shorter than the curve size.
     """
+    # sigAlg, hash and the first size (RSA sig, ECDSA r) in one read; the Reader below names
+    # the field of anything that does not fit these bounds exactly.
+    if len(data) >= _SIG_HEAD.size:
+        sig_alg, hash_id, size = _SIG_HEAD.unpack_from(data)
+        hash_alg = _SIG_HASH_IDS.get(hash_id)
+        end = 6 + size
+        if hash_alg is None:
+            pass
+        elif sig_alg == _ECDSA and size <= _MAX_ECC_BYTES and end + 2 <= len(data):
+            (s_size,) = _U16.unpack_from(data, end)
+            if s_size <= _MAX_ECC_BYTES and end + 2 + s_size == len(data):
+                sig_r = int.from_bytes(data[6:end], "big")
+                sig_s = int.from_bytes(data[end + 2 :], "big")
+                der = encode_dss_signature(sig_r, sig_s)
+                return Signature(data, _ECDSA, hash_alg, der, sig_r, sig_s)
+        elif sig_alg in _RSA_SIG_ALGS and 0 < size <= MAX_RSA_BYTES and end == len(data):
+            return Signature(data, _RSA_SIG_ALGS[sig_alg], hash_alg, bytes(data[6:]))
+    return _parse_signature_reader(data)
+
+
+_SIG_HEAD = struct.Struct(">HHH")
+_ECDSA = TpmAlg.ECDSA
+_SIG_HASH_IDS = {int(alg): alg for alg in _SIG_HASHES}
+_RSA_SIG_ALGS = {int(TpmAlg.RSASSA): TpmAlg.RSASSA, int(TpmAlg.RSAPSS): TpmAlg.RSAPSS}
+
+
+def _parse_signature_reader(data: bytes) -> Signature:
+    """Field by field, each bound checked and named: what ``parse_signature`` falls back to."""
     r = Reader(data, "TPMT_SIGNATURE")
     sig_alg = r.alg("sigAlg")
     if sig_alg not in (TpmAlg.RSASSA, TpmAlg.RSAPSS, TpmAlg.ECDSA):

@@ -6,6 +6,7 @@ Re-exported by ``attest.tpm``; import from there.
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
@@ -135,7 +136,18 @@ def parse_public(data: bytes) -> PublicKey:
     rest exactly; otherwise the whole input is a TPMT_PUBLIC (go-attestation stores AKs that way).
     The two cannot be confused for a real key: a TPMT_PUBLIC starts with its type (1 or 0x23),
     and no RSA or P-256+ key area is 3 or 37 bytes long. No trailing bytes are accepted.
+
+    The result is a pure function of the bytes and immutable, so it is memoised by the exact
+    bytes (a verifier sees the same few enrolled AKs again and again; loading the key into
+    OpenSSL is most of the cost). Refused input is not remembered: it raises every time.
     """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise DecodeError(f"TPMT_PUBLIC: expected bytes, got {type(data).__name__}")
+    return _parse_public(bytes(data))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_public(data: bytes) -> PublicKey:
     if len(data) >= 2 and struct.unpack_from(">H", data)[0] == len(data) - 2:
         data = data[2:]
     r = Reader(data, "TPMT_PUBLIC")
@@ -271,15 +283,21 @@ def require_ak(pub: PublicKey) -> None:
     was produced by the TPM itself (Part 1 §36.2), so without these bits a quote proves nothing.
     Raises ``VerificationError`` naming the missing or forbidden bits.
     """
-    attributes = pub.object_attributes
+    problems = _ak_problems(pub.object_attributes)
+    if problems:
+        raise VerificationError(problems)
+
+
+@functools.lru_cache(maxsize=64)
+def _ak_problems(attributes: int) -> str:
+    """Why ``attributes`` are not an AK's ("" when they are); few distinct values exist."""
     missing = [spec for bit, spec in _AK_REQUIRED.items() if not attributes & bit]
     problems = [f"lacks {', '.join(missing)}"] if missing else []
     if attributes & ObjectAttr.DECRYPT:
         problems.append("has decrypt set")
-    if problems:
-        raise VerificationError(
-            f"not an attestation key: objectAttributes 0x{attributes:08x} " + " and ".join(problems)
-        )
+    if not problems:
+        return ""
+    return f"not an attestation key: objectAttributes 0x{attributes:08x} " + " and ".join(problems)
 
 
 def qualified_name(parent_qualified_name: bytes, name: bytes, name_alg: TpmAlg) -> bytes:
