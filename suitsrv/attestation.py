@@ -23,6 +23,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from sqlite_utils import Database
 
 from attest import AttestError
 from attest.appraise import (
@@ -48,10 +49,22 @@ from .config import Config
 from .enrollment import Enrollments
 from .errors import InvalidRequest, UnsupportedMediaType
 from .jsonbody import json_object
+from .lifecycle import Event, State, allowed
 from .nonces import NonceBook
-from .store import DeviceRecord, Store, VerdictRecord
+from .store import DeviceRecord, ReleaseRecord, Store, VerdictRecord
+from .store import lifecycle_queries as lq
+from .store import queries as q
 
-__all__ = ["EarSigner", "Evidence", "Verifier", "attest_device", "parse_evidence", "reference_for"]
+__all__ = [
+    "EarSigner",
+    "Evidence",
+    "Subject",
+    "Verifier",
+    "attest_device",
+    "parse_evidence",
+    "read_subject",
+    "reference_for",
+]
 
 _DIGEST_NAMES = {DigestAlg.SHA256: "sha256", DigestAlg.SHA384: "sha384", DigestAlg.SHA512: "sha512"}
 _FORMATS = ("tpm2-quote", "psa-token", "eat")
@@ -198,19 +211,59 @@ def _release_images(envelope: bytes) -> tuple[ExpectedImage, ...]:
     return tuple(images)
 
 
-async def reference_for(store: Store, device: DeviceRecord) -> ReferenceValues | None:
-    """The images of the releases the device reported installing, as reference values."""
+@dataclass(frozen=True)
+class Subject:
+    """What appraising one device reads from the store, in one read: the device, the releases it
+    reported installing (reference values come from them) and its latest verdict (the clock of
+    its last accepted quote)."""
+
+    device: DeviceRecord
+    releases: tuple[ReleaseRecord, ...]
+    previous: VerdictRecord | None
+    state: State
+
+    @property
+    def verdict_may_move_lifecycle(self) -> bool:
+        """Whether a verdict can change the lifecycle from the state read with the rest:
+        ``devices.after_verdict`` records one of ``_VERDICT_EVENTS``, which the table has only
+        while upgrading or returning to service. A nominal device's routine attestation so
+        writes its verdict and nothing else, rather than a transition refused in the writer
+        (the same outcome as a verdict written just before a concurrent state change)."""
+        return any(allowed(self.state, event) for event in _VERDICT_EVENTS)
+
+
+_VERDICT_EVENTS = (Event.ATTESTATION_AFFIRMED, Event.ATTESTATION_FAILED)
+
+
+def _read_subject(db: Database, device_id: str) -> Subject | None:
+    device = q.get_device(db, device_id)
+    if device is None:
+        return None
+    installed = [q.get_release(db, install.digest) for install in q.installs_of(db, device_id)]
+    releases = tuple(release for release in installed if release is not None)
+    state = lq.get_lifecycle(db, device_id).state
+    return Subject(device, releases, q.get_verdict(db, device_id), state)
+
+
+async def read_subject(store: Store, device_id: str) -> Subject | None:
+    """The device and what its appraisal needs, in one store read (None: no such device)."""
+    return await store.read(_read_subject, device_id)
+
+
+def _reference(releases: tuple[ReleaseRecord, ...]) -> ReferenceValues | None:
     images: list[ExpectedImage] = []
-    digests: list[bytes] = []
-    for install in await store.installs_of(device.device_id):
-        release = await store.get_release(install.digest)
-        if release is None:
-            continue
-        digests.append(bytes.fromhex(release.digest))
+    for release in releases:
         images.extend(_release_images(release.envelope))
     if not images:
         return None
-    return ReferenceValues(tuple(images), digests[0] if len(digests) == 1 else None)
+    digest = bytes.fromhex(releases[0].digest) if len(releases) == 1 else None
+    return ReferenceValues(tuple(images), digest)
+
+
+async def reference_for(store: Store, device: DeviceRecord) -> ReferenceValues | None:
+    """The images of the releases the device reported installing, as reference values."""
+    subject = await read_subject(store, device.device_id)
+    return _reference(subject.releases) if subject else None
 
 
 def _ak(device: DeviceRecord) -> PublicKey | AkKey:
@@ -248,15 +301,16 @@ class Verifier:
 
 
 async def attest_device(
-    store: Store, verifier: Verifier, device: DeviceRecord, evidence: Evidence, now: float
+    store: Store, verifier: Verifier, subject: Subject, evidence: Evidence, now: float
 ) -> VerdictRecord:
     """Appraise evidence answering one of this device's challenges, sign the EAR, keep it as
     the device's latest verdict. A stale or unknown nonce is refused (422) and stores nothing;
-    evidence that fails appraisal is a stored contraindicated verdict, not an error."""
+    evidence that fails appraisal is a stored contraindicated verdict, not an error.
+    ``subject`` is what ``read_subject`` returned for the device."""
     config, policy = verifier.config, verifier.policy
+    device, previous = subject.device, subject.previous
     challenge = verifier.nonces.consume(evidence.nonce, device.device_id, now)
-    reference = await reference_for(store, device)
-    previous = await store.get_verdict(device.device_id)
+    reference = _reference(subject.releases)
     appraisal: Appraisal
     if evidence.format == "tpm2-quote":
         ak = _ak(device)

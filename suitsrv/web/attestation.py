@@ -29,19 +29,28 @@ async def _json(request: web.Request) -> dict[str, Any]:
     return await read_json(request, _JSON_LIMIT)
 
 
-async def _target(
-    request: web.Request, principal: Principal | None, device_id: object
-) -> DeviceRecord:
-    """The device a caller may attest: a device itself; a gateway its own devices; operators any."""
-    caller = principal_of(principal)
+def _wanted(caller: Principal, device_id: object) -> str:
+    """The device a caller asks about: a device always itself, others the one they name."""
     if caller.role is Role.DEVICE:
         device_id = caller.scope
     if not isinstance(device_id, str) or not device_id:
         raise InvalidRequest("device_id is required")
-    device = await request.app[STORE].get_device(device_id)
+    return device_id
+
+
+def _yours(caller: Principal, device_id: str, device: DeviceRecord | None) -> DeviceRecord:
+    """The device a caller may attest: a device itself; a gateway its own devices; operators any."""
     if device is None or (caller.role is Role.GATEWAY and device.gateway != caller.scope):
         raise NotFound(f"no device {device_id} of yours")
     return device
+
+
+async def _target(
+    request: web.Request, principal: Principal | None, device_id: object
+) -> DeviceRecord:
+    caller = principal_of(principal)
+    wanted = _wanted(caller, device_id)
+    return _yours(caller, wanted, await request.app[STORE].get_device(wanted))
 
 
 def _b64(data: bytes) -> str:
@@ -78,12 +87,18 @@ async def post_evidence(request: web.Request, principal: Principal | None) -> we
     evidence, named = attestation.evidence_from_body(
         request.content_type, data, request.query.get("device_id")
     )
-    device = await _target(request, principal, named)
+    caller = principal_of(principal)
     app = request.app
+    device_id = _wanted(caller, named)
+    # One store read for the device, its installed releases and its last verdict.
+    subject = await attestation.read_subject(app[STORE], device_id)
+    device = _yours(caller, device_id, subject.device if subject else None)
+    assert subject is not None
     now = app[CLOCK]()
-    verdict = await attestation.attest_device(app[STORE], app[VERIFIER], device, evidence, now)
-    await devices.after_verdict(app[STORE], app[VERIFIER].config, device, verdict.status, now,
-                                reasons=verdict.reasons)  # fmt: skip
+    verdict = await attestation.attest_device(app[STORE], app[VERIFIER], subject, evidence, now)
+    if subject.verdict_may_move_lifecycle:
+        await devices.after_verdict(app[STORE], app[VERIFIER].config, device, verdict.status,
+                                    now, reasons=verdict.reasons)  # fmt: skip
     return json_response(_verdict_view(verdict))
 
 
