@@ -26,6 +26,7 @@ import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import NamedTuple
 
 from .ear_claims import Status, TrustVector, status_of
 from .eat import digest_name, parse_eat, verify_eat
@@ -214,7 +215,7 @@ def appraise_tpm(
     configuration = 0
     if isinstance(ak, AkKey):
         reasons.append("AK given as PEM: its TPM attributes were not checked")
-    measured: list[tuple[tuple[bytes, ...] | None, tuple[str, bytes]]] = []
+    shown: tuple[tuple[str, str], ...] = ()
     if pcrs is None and (event_log is not None or reference is not None):
         # Only pcrDigest is signed; without the values nothing can be compared with it.
         executables, why = WARN_UNRECOGNIZED, ["no PCR values supplied: measurements unchecked"]
@@ -224,24 +225,10 @@ def appraise_tpm(
                                           require_all=True)  # fmt: skip
         except (DecodeError, AttestError) as exc:
             return replace(_failed("tpm-quote", f"event log: {exc}"), clock=clock)
-        bank = reference.bank if reference else _SHA256
-        pcr = reference.pcr if reference else 16
-        expected_manifest = reference.manifest_digest if reference else None
-        for event in log.events:
-            digest = event.digests.get(bank)
-            if event.pcr == pcr and digest is not None:
-                measured.append((event.component_id, (_TPM_HASH_NAMES[bank], digest)))
-                if (
-                    expected_manifest
-                    and event.manifest_digest
-                    and not hmac.compare_digest(event.manifest_digest, expected_manifest)
-                ):
-                    reasons.append(
-                        f"logged manifest {event.manifest_digest.hex()} is not the expected "
-                        f"{expected_manifest.hex()}"
-                    )
-                    configuration = CONTRAINDICATED
-        executables, why = _compare_images(measured, reference, policy)
+        judged = _judge_log(log, reference, policy)
+        configuration, shown = judged.configuration, judged.shown
+        reasons.extend(judged.reasons)
+        executables, why = judged.executables, list(judged.why)
     elif reference is not None and reference.images:
         executables, why = _expected_pcr(quote.pcrs, reference)
     elif reference is not None and reference.expected_pcrs:
@@ -256,11 +243,65 @@ def appraise_tpm(
         configuration = max(configuration, 32)
         reasons.append("SHA-1 evidence accepted by policy")
     vector, status = _tpm_vector(configuration, executables, hardware)
-    return Appraisal(
-        status, vector, tuple(reasons + why), "tpm-quote", clock,
-        rebooted_since(previous, clock) if previous else None,
-        tuple([("/".join([p.hex() for p in c]) if c else "", d.hex()) for c, (_, d) in measured]),
-    )  # fmt: skip
+    return Appraisal(status, vector, tuple(reasons + why), "tpm-quote", clock,
+                     rebooted_since(previous, clock) if previous else None, shown)  # fmt: skip
+
+
+class _LogJudgement(NamedTuple):
+    """What a replayed log says against reference values and policy (``_judge_log``)."""
+
+    configuration: int
+    reasons: tuple[str, ...]  # logged manifest mismatches
+    executables: int
+    why: tuple[str, ...]
+    shown: tuple[tuple[str, str], ...]  # Appraisal.measured
+
+
+_JUDGED: dict[tuple[object, ...], _LogJudgement] = {}
+_JUDGED_MAX = 256
+
+
+def _judge_log(log: EventLog, reference: ReferenceValues | None, policy: Policy) -> _LogJudgement:
+    """The measurements of a log that replayed to the quoted PCRs, judged against the
+    reference images. A pure function of the log's bytes (appraise_tpm parses them itself),
+    the reference images and the policy: memoised on those, since a fleet on one release
+    sends the same log against the same release. The replay is checked before, every time."""
+    ref = None if reference is None else (reference.images, reference.manifest_digest,
+                                          reference.bank, reference.pcr)  # fmt: skip
+    key = (log.raw, ref, policy)
+    judged = _JUDGED.get(key)
+    if judged is None:
+        judged = _judge(log, reference, policy)
+        if len(_JUDGED) >= _JUDGED_MAX:
+            _JUDGED.clear()  # a crude bound: a fleet has few (log, release) pairs at a time
+        _JUDGED[key] = judged
+    return judged
+
+
+def _judge(log: EventLog, reference: ReferenceValues | None, policy: Policy) -> _LogJudgement:
+    bank = reference.bank if reference else _SHA256
+    pcr = reference.pcr if reference else 16
+    expected_manifest = reference.manifest_digest if reference else None
+    measured: list[tuple[tuple[bytes, ...] | None, tuple[str, bytes]]] = []
+    reasons: list[str] = []
+    configuration = 0
+    for event in log.events:
+        digest = event.digests.get(bank)
+        if event.pcr == pcr and digest is not None:
+            measured.append((event.component_id, (_TPM_HASH_NAMES[bank], digest)))
+            if (
+                expected_manifest
+                and event.manifest_digest
+                and not hmac.compare_digest(event.manifest_digest, expected_manifest)
+            ):
+                reasons.append(
+                    f"logged manifest {event.manifest_digest.hex()} is not the expected "
+                    f"{expected_manifest.hex()}"
+                )
+                configuration = CONTRAINDICATED
+    executables, why = _compare_images(measured, reference, policy)
+    shown = tuple(("/".join(p.hex() for p in (c or ())), d.hex()) for c, (_, d) in measured)
+    return _LogJudgement(configuration, tuple(reasons), executables, tuple(why), shown)
 
 
 @functools.lru_cache(maxsize=256)

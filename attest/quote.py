@@ -10,6 +10,7 @@ signature, key or PCR binding, ``FreshnessError`` for a wrong nonce or clock.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import re
 import struct
@@ -120,7 +121,18 @@ _MAX_LISTS = 64  # 16 banks x 32 PCRs / 8 digests per list
 
 
 def parse_pcr_file(data: bytes) -> PcrValues:
-    """Parse a tpm2-tools PCR output file (``tpm2_quote -o``) into claimed PCR values."""
+    """Parse a tpm2-tools PCR output file (``tpm2_quote -o``) into claimed PCR values.
+
+    Memoised by the exact bytes (a device in one boot state sends the same file with every
+    quote; the values are claims, checked against each quote's signed pcrDigest all the same).
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise DecodeError(f"PCR file: expected bytes, got {type(data).__name__}")
+    return _parse_pcr_file(bytes(data))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_pcr_file(data: bytes) -> PcrValues:
     if len(data) < _LIST + 4:
         raise DecodeError(f"PCR file: {len(data)} bytes is shorter than its header")
     (count,) = struct.unpack_from("<I", data)

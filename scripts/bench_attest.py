@@ -7,7 +7,8 @@ an ECC P-256 AK and an RSA-2048 AK, restricted signing keys under the endorsemen
 Offline, in this process on one core, interleaved rounds time ``attest.appraise_tpm`` (the quote
 appraisal: signature, nonce, PCR digest, clock, log replay, reference images) and
 ``attest.verify_quote`` against cryptography's bare verify of the same signatures over the same
-bytes; and, when Keylime is installed here or in the venv ``BENCH_KEYLIME_VENV`` names, bytes
+bytes; and, when Keylime is installed here or in a venv (``BENCH_KEYLIME_VENV``, by default one
+under the temporary directory, created from PyPI on first use), bytes
 to verdict against Keylime's ``tpm_util.checkquote`` on the same quotes, in a worker process
 (of that venv) on the same core. Over HTTP, ``suitsrv serve`` on a fresh data directory (on
 its own core) answers challenge + evidence from devices whose agent quotes each server-issued

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from tpm2_pytss import types as tss
 from tpm2_pytss.constants import TPM2_GENERATED, TPM2_ST, TPMA_OBJECT
 
-from attest import tpm
+from attest import appraise, tpm
+from attest.appraise import ExpectedImage, Policy, ReferenceValues, UnknownComponents
 from attest.errors import AttestError, DecodeError, VerificationError
 from attest.eventlog import Event, encode_compact_log, parse_event_log, verify_replay
 from attest.tpm import TpmAlg, parse_attest, parse_public, parse_signature
@@ -152,3 +153,22 @@ def test_a_refused_log_raises_every_time() -> None:
     for _ in range(2):
         with pytest.raises(DecodeError, match="trailing"):
             parse_event_log(bad)
+
+
+def test_a_memoised_log_judgement_follows_the_reference_and_policy() -> None:
+    raw, _ = _log(b"boot loader", b"firmware")
+    log = parse_event_log(raw)
+
+    def reference(firmware: bytes) -> ReferenceValues:
+        images = [(b"boot", b"boot loader"), (b"firm", firmware)]
+        return ReferenceValues(
+            tuple(ExpectedImage((c,), (("sha256", hashlib.sha256(i).digest()),)) for c, i in images)
+        )
+
+    good, other = reference(b"firmware"), reference(b"other firmware")
+    warn = Policy(mismatch=UnknownComponents.WARN)
+    for _ in range(2):  # the second round is answered from the memo
+        assert appraise._judge_log(log, good, Policy()).executables == appraise.APPROVED
+        assert appraise._judge_log(log, other, Policy()).executables == appraise.CONTRAINDICATED
+        assert appraise._judge_log(log, other, warn).executables == appraise.WARN_UNRECOGNIZED
+        assert appraise._judge_log(log, None, Policy()).executables == appraise.WARN_UNRECOGNIZED
