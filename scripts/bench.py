@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cbor2
 from cryptography.hazmat.primitives import hashes
@@ -45,6 +46,9 @@ from manifests.digest import Digest
 from manifests.parse import parse_envelope
 from manifests.spec import load_spec
 from manifests.verify import verify_envelope
+
+if TYPE_CHECKING:
+    from bench_common import Report
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "BENCHMARKS.md"
@@ -236,20 +240,24 @@ def bench_manifests(settings: Settings) -> Outcome:
     return Outcome(figures, method)
 
 
+def _outcome(report: Report, pinned: str) -> Outcome:
+    """A subprocess suite's samples as figures (ratio NaN where the baseline is zero)."""
+    figures = [
+        Figure(s.name, s.value, s.unit, s.baseline, s.baseline_value,
+               s.value / s.baseline_value if s.baseline_value else math.nan, s.target)
+        for s in report.samples
+    ]  # fmt: skip
+    return Outcome(figures, report.method, pinned, report.notes)
+
+
 def bench_service(settings: Settings) -> Outcome:
     """A running ``suitsrv serve`` against bare aiohttp: polls, downloads, peak RSS."""
     import bench_common
     import bench_service  # scripts/ is on sys.path; aiohttp and the servers only load here
 
     report = bench_service.run(settings.quick, settings.generator)
-    figures = [
-        Figure(s.name, s.value, s.unit, s.baseline, s.baseline_value,
-               s.value / s.baseline_value, s.target)
-        for s in report.samples
-    ]  # fmt: skip
     server, generator = bench_common.SERVER_CPU, bench_common.GENERATOR_CPU
-    pinned = f"servers on CPU {server}, load generator on CPU {generator}"
-    return Outcome(figures, report.method, pinned, report.notes)
+    return _outcome(report, f"servers on CPU {server}, load generator on CPU {generator}")
 
 
 def bench_attest(settings: Settings) -> Outcome:
@@ -257,12 +265,7 @@ def bench_attest(settings: Settings) -> Outcome:
     import bench_attest  # tpm2-pytss, swtpm and the servers load only here
 
     report = bench_attest.run(settings.quick, settings.rounds, settings.seconds, _rate)
-    figures = [
-        Figure(s.name, s.value, s.unit, s.baseline, s.baseline_value,
-               s.value / s.baseline_value, s.target)
-        for s in report.samples
-    ]  # fmt: skip
-    return Outcome(figures, report.method, bench_attest.PINNED, report.notes)
+    return _outcome(report, bench_attest.PINNED)
 
 
 def bench_load(settings: Settings) -> Outcome:
@@ -273,14 +276,8 @@ def bench_load(settings: Settings) -> Outcome:
     devices = settings.devices or (200 if settings.quick else 10_000)
     seconds = settings.duration or (15.0 if settings.quick else 300.0)
     report = bench_devices.run(devices, seconds, settings.quick)
-    figures = [
-        Figure(s.name, s.value, s.unit, s.baseline, s.baseline_value,
-               s.value / s.baseline_value if s.baseline_value else math.nan, s.target)
-        for s in report.samples
-    ]  # fmt: skip
     server, generator = bench_common.SERVER_CPU, bench_common.GENERATOR_CPU
-    pinned = f"server on CPU {server}, simulated devices on CPU {generator}"
-    return Outcome(figures, report.method, pinned, report.notes)
+    return _outcome(report, f"server on CPU {server}, simulated devices on CPU {generator}")
 
 
 def bench_growth(settings: Settings) -> Outcome:
@@ -289,14 +286,8 @@ def bench_growth(settings: Settings) -> Outcome:
     import bench_growth
 
     report = bench_growth.run(settings.quick)
-    figures = [
-        Figure(s.name, s.value, s.unit, s.baseline, s.baseline_value,
-               s.value / s.baseline_value, s.target)
-        for s in report.samples
-    ]  # fmt: skip
     server, generator = bench_common.SERVER_CPU, bench_common.GENERATOR_CPU
-    pinned = f"servers on CPU {server}, load generator on CPU {generator}"
-    return Outcome(figures, report.method, pinned, report.notes)
+    return _outcome(report, f"servers on CPU {server}, load generator on CPU {generator}")
 
 
 # Later suites register here; `all` runs them in this order.
