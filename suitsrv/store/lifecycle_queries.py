@@ -102,12 +102,15 @@ def transition(
     a crash leaves either all of it or none. IllegalTransition leaves everything as it was."""
     before = get_lifecycle(db, device_id)
     after = apply(before, event, now=now, window=window)
-    db.table("device_lifecycle").upsert(
-        {"device_id": device_id, "state": str(after.state),
-         "quarantines": json.dumps(list(after.quarantines)), "escalated": int(after.escalated),
-         "verdict_affirmed": int(after.verdict_affirmed),
-         "config_restored": int(after.config_restored_or_none), "updated_at": now},
-        pk="device_id",
+    db.execute(  # plain SQL: sqlite-utils' upsert reads the table's columns on every call
+        "INSERT INTO device_lifecycle (device_id, state, quarantines, escalated, "
+        "verdict_affirmed, config_restored, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (device_id) DO UPDATE SET state = excluded.state, "
+        "quarantines = excluded.quarantines, escalated = excluded.escalated, "
+        "verdict_affirmed = excluded.verdict_affirmed, "
+        "config_restored = excluded.config_restored, updated_at = excluded.updated_at",
+        [device_id, str(after.state), json.dumps(list(after.quarantines)), int(after.escalated),
+         int(after.verdict_affirmed), int(after.config_restored_or_none), now],
     )  # fmt: skip
     append_timeline(
         db, device_id, now, "transition", actor, detail, event=str(event),

@@ -369,13 +369,17 @@ def record_report(db: Database, report: ReportRecord, release: ReleaseRecord, ra
 
 
 def put_verdict(db: Database, verdict: VerdictRecord) -> None:
-    db.table("verdicts").upsert(
-        {"device_id": verdict.device_id, "status": verdict.status, "ear": verdict.ear,
-         "evidence": verdict.evidence, "appraised_at": verdict.appraised_at,
-         "expires_at": verdict.expires_at, "reasons": json.dumps(list(verdict.reasons)),
-         "clock": json.dumps(list(verdict.clock)) if verdict.clock else None,
-         "ak_name": verdict.ak_name},
-        pk="device_id",
+    # Plain SQL: sqlite-utils' upsert reads the table's columns on every call.
+    db.execute(
+        "INSERT INTO verdicts (device_id, status, ear, evidence, appraised_at, expires_at, "
+        "reasons, clock, ak_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id) "
+        "DO UPDATE SET status = excluded.status, ear = excluded.ear, "
+        "evidence = excluded.evidence, appraised_at = excluded.appraised_at, "
+        "expires_at = excluded.expires_at, reasons = excluded.reasons, clock = excluded.clock, "
+        "ak_name = excluded.ak_name",
+        [verdict.device_id, verdict.status, verdict.ear, verdict.evidence, verdict.appraised_at,
+         verdict.expires_at, json.dumps(list(verdict.reasons)),
+         json.dumps(list(verdict.clock)) if verdict.clock else None, verdict.ak_name],
     )  # fmt: skip
 
 
