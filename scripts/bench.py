@@ -281,7 +281,7 @@ def bench_load(settings: Settings) -> Outcome:
 
 
 def bench_growth(settings: Settings) -> Outcome:
-    """Poll rate and p99 with 10k, 100k and 1M registered devices (quick: 1k and 10k)."""
+    """Poll rate and p99 with 10k, 100k and 1M registered devices (quick: 10k and 50k)."""
     import bench_common
     import bench_growth
 
