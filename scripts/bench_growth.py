@@ -39,8 +39,8 @@ QUICK_SIZES = (10_000, 50_000)
 
 
 def _plan(devices: int, quick: bool) -> Plan:
-    seconds = 2 if quick else 8
-    return Plan(devices, 10, 10, 2 if quick else 3, poll_seconds=seconds, paced_seconds=seconds,
+    seconds = 2 if quick else 6
+    return Plan(devices, 10, 10, 2 if quick else 5, poll_seconds=seconds, paced_seconds=seconds,
                 download_rounds=0, download_seconds=0, payload_bytes=2 * MIB,
                 small_payload_bytes=MIB)  # fmt: skip
 
