@@ -19,6 +19,7 @@ store's writes is unchanged; only the number of fsyncs shrinks under load.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections import deque
@@ -76,17 +77,20 @@ class GroupCommit:
         live = [w for w in batch if start(w[2])]
         if not live:
             return
-        db = self._db()
-        conn = db.conn
         outcomes: list[Outcome] = []
+        conn = None
         try:
+            db = self._db()
+            conn = db.conn
             conn.execute("BEGIN IMMEDIATE")
             for fn, args, future in live:
                 outcomes.append((future, *_one(db, fn, args)))
             conn.execute("COMMIT")
         except BaseException as exc:  # the transaction failed: nothing of it is visible
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            if conn is not None and conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            # Every write of the group gets the error and the writer goes on with the next.
             answer([(future, None, exc) for _, _, future in live])
             return
         self.transactions += 1

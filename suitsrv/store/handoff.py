@@ -13,6 +13,7 @@ CLI) pass a ``concurrent.futures.Future`` instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -55,7 +56,7 @@ def answer(outcomes: Sequence[Outcome]) -> None:
         else:
             by_loop.setdefault(future.get_loop(), []).append(outcome)
     for loop, batch in by_loop.items():
-        if not loop.is_closed():
+        with contextlib.suppress(RuntimeError):  # that loop closed: nobody waits any more
             loop.call_soon_threadsafe(_settle, batch)
 
 
