@@ -10,6 +10,7 @@ from typing import ClassVar
 
 __all__ = [
     "Conflict",
+    "DamagedBlob",
     "Forbidden",
     "InsufficientStorage",
     "InvalidRequest",
@@ -90,3 +91,10 @@ class UnsupportedMediaType(ServiceError):
 
 class InsufficientStorage(ServiceError):
     status, problem, title = 507, "insufficient-storage", "Insufficient storage"
+
+
+class DamagedBlob(ServiceError):
+    """A stored blob is missing or not the size its row says: the data directory was altered
+    outside the service (the service itself only renames complete, fsynced files)."""
+
+    status, problem, title = 500, "damaged-blob", "Stored object damaged"

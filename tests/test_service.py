@@ -254,3 +254,21 @@ async def test_use_before_and_version_conditions(svc: Service) -> None:
     assert resp.status == 200 and await resp.read() == env3
     svc.clock.now = deadline + 1
     assert (await svc.client.get("/v1/device/update", headers=device)).status == 204
+
+
+async def test_a_damaged_payload_file_is_named_not_served(svc: Service, caplog: Any) -> None:
+    payload = random_payload(4096)
+    assert (await svc.upload_payload(payload)).status == 201
+    blob = svc.store.blobs.path(sha(payload))
+    operator = svc.auth(svc.operator)
+    assert (await svc.client.get(f"/v1/payloads/{sha(payload)}", headers=operator)).status == 200
+    with blob.open("r+b") as fh:  # cut short outside the service, as a disk fault would
+        fh.truncate(100)
+    resp = await svc.client.get(f"/v1/payloads/{sha(payload)}", headers=operator)
+    assert resp.status == 500 and resp.content_type == "application/problem+json"
+    problem = await resp.json()
+    assert problem["type"].endswith("/damaged-blob") and sha(payload) in problem["detail"]
+    assert "100 bytes on disk, 4096 recorded" in caplog.text
+    blob.unlink()
+    resp = await svc.client.get(f"/v1/payloads/{sha(payload)}", headers=operator)
+    assert resp.status == 500 and (await resp.json())["type"].endswith("/damaged-blob")

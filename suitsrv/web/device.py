@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
 from suitsrv import devices, releases
 from suitsrv.auth import Principal
-from suitsrv.errors import Forbidden, InvalidRequest, NotFound
+from suitsrv.errors import DamagedBlob, Forbidden, InvalidRequest, NotFound
 from suitsrv.lifecycle import TRANSITIONS, Event
 from suitsrv.store import DeviceRecord, Role, is_sha256_hex
 from suitsrv.store import device_queries as dq
@@ -19,6 +21,7 @@ from .vendor import ENVELOPE_TYPE
 __all__ = ["REPORT_TYPE", "routes"]
 
 REPORT_TYPE = "application/suit-report+cose"
+log = logging.getLogger("suitsrv")
 
 
 async def _device(request: web.Request, principal: Principal | None) -> DeviceRecord:
@@ -89,7 +92,15 @@ async def get_payload(request: web.Request, principal: Principal | None) -> web.
     if payload is None or not allowed:
         # One answer for "absent" and "not yours": existence is not disclosed.
         raise NotFound(f"no payload {sha256} available to you")
-    return await send_blob(request, store.blobs.path(sha256), etag=sha256, size=payload.size)
+    path = store.blobs.path(sha256)
+    try:
+        on_disk = path.stat().st_size
+    except FileNotFoundError:
+        on_disk = -1
+    if on_disk != payload.size:
+        log.error("payload %s: %d bytes on disk, %d recorded", sha256, on_disk, payload.size)
+        raise DamagedBlob(f"the stored payload {sha256} is damaged; the operator must restore it")
+    return await send_blob(request, path, etag=sha256, size=payload.size)
 
 
 async def post_report(request: web.Request, principal: Principal | None) -> web.StreamResponse:
