@@ -402,7 +402,7 @@ def _positive(text: str) -> int:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n")[0])
     parser.add_argument("suite", choices=[*SUITES, "all"])
-    parser.add_argument("--quick", action="store_true", help="a short run (< 60 s in all)")
+    parser.add_argument("--quick", action="store_true", help="a short run (each suite under 60 s)")
     parser.add_argument("--no-write", action="store_true", help="leave BENCHMARKS.md alone")
     parser.add_argument("--json-only", action="store_true", help="print only the JSON lines")
     parser.add_argument(
@@ -413,6 +413,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--devices", type=_positive, help="load suite: simulated devices")
     parser.add_argument("--seconds", type=_positive, help="load suite: how long they run")
     args = parser.parse_args(argv)
+    if (args.devices or args.seconds) and args.suite not in ("load", "all"):
+        parser.error("--devices and --seconds are for the load suite")
     rounds, seconds = (5, 0.2) if args.quick else (7, 1.0)
     settings = Settings(
         rounds, seconds, quick=args.quick, generator=args.generator, devices=args.devices,
