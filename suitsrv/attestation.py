@@ -23,7 +23,6 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlite_utils import Database
 
 from attest import AttestError
 from attest.appraise import (
@@ -52,8 +51,7 @@ from .jsonbody import json_object
 from .lifecycle import Event, State, allowed
 from .nonces import NonceBook
 from .store import DeviceRecord, ReleaseRecord, Store, VerdictRecord
-from .store import lifecycle_queries as lq
-from .store import queries as q
+from .store.attestation_queries import AttestationView, attestation_view
 
 __all__ = [
     "EarSigner",
@@ -64,6 +62,7 @@ __all__ = [
     "parse_evidence",
     "read_subject",
     "reference_for",
+    "verdict_may_move_lifecycle",
 ]
 
 _DIGEST_NAMES = {DigestAlg.SHA256: "sha256", DigestAlg.SHA384: "sha384", DigestAlg.SHA512: "sha512"}
@@ -211,43 +210,24 @@ def _release_images(envelope: bytes) -> tuple[ExpectedImage, ...]:
     return tuple(images)
 
 
-@dataclass(frozen=True)
-class Subject:
-    """What appraising one device reads from the store, in one read: the device, the releases it
-    reported installing (reference values come from them) and its latest verdict (the clock of
-    its last accepted quote)."""
-
-    device: DeviceRecord
-    releases: tuple[ReleaseRecord, ...]
-    previous: VerdictRecord | None
-    state: State
-
-    @property
-    def verdict_may_move_lifecycle(self) -> bool:
-        """Whether a verdict can change the lifecycle from the state read with the rest:
-        ``devices.after_verdict`` records one of ``_VERDICT_EVENTS``, which the table has only
-        while upgrading or returning to service. A nominal device's routine attestation so
-        writes its verdict and nothing else, rather than a transition refused in the writer
-        (the same outcome as a verdict written just before a concurrent state change)."""
-        return any(allowed(self.state, event) for event in _VERDICT_EVENTS)
-
+#: What appraising one device reads from the store, in one read (store/attestation_queries.py).
+Subject = AttestationView
 
 _VERDICT_EVENTS = (Event.ATTESTATION_AFFIRMED, Event.ATTESTATION_FAILED)
 
 
-def _read_subject(db: Database, device_id: str) -> Subject | None:
-    device = q.get_device(db, device_id)
-    if device is None:
-        return None
-    installed = [q.get_release(db, install.digest) for install in q.installs_of(db, device_id)]
-    releases = tuple(release for release in installed if release is not None)
-    state = lq.get_lifecycle(db, device_id).state
-    return Subject(device, releases, q.get_verdict(db, device_id), state)
+def verdict_may_move_lifecycle(state: State) -> bool:
+    """Whether a verdict can change the lifecycle from ``state`` (read with the subject):
+    ``devices.after_verdict`` records one of ``_VERDICT_EVENTS``, which the table has only while
+    upgrading or returning to service. A nominal device's routine attestation so writes its
+    verdict and nothing else, rather than a transition refused in the writer (the same outcome
+    as a verdict written just before a concurrent state change)."""
+    return any(allowed(state, event) for event in _VERDICT_EVENTS)
 
 
 async def read_subject(store: Store, device_id: str) -> Subject | None:
     """The device and what its appraisal needs, in one store read (None: no such device)."""
-    return await store.read(_read_subject, device_id)
+    return await store.read(attestation_view, device_id)
 
 
 def _reference(releases: tuple[ReleaseRecord, ...]) -> ReferenceValues | None:
