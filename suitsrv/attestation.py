@@ -48,7 +48,6 @@ from .config import Config
 from .enrollment import Enrollments
 from .errors import InvalidRequest, UnsupportedMediaType
 from .jsonbody import json_object
-from .lifecycle import Event, State, allowed
 from .nonces import NonceBook
 from .store import DeviceRecord, ReleaseRecord, Store, VerdictRecord
 from .store.attestation_queries import AttestationView, attestation_view
@@ -62,7 +61,6 @@ __all__ = [
     "parse_evidence",
     "read_subject",
     "reference_for",
-    "verdict_may_move_lifecycle",
 ]
 
 _DIGEST_NAMES = {DigestAlg.SHA256: "sha256", DigestAlg.SHA384: "sha384", DigestAlg.SHA512: "sha512"}
@@ -212,17 +210,6 @@ def _release_images(envelope: bytes) -> tuple[ExpectedImage, ...]:
 
 #: What appraising one device reads from the store, in one read (store/attestation_queries.py).
 Subject = AttestationView
-
-_VERDICT_EVENTS = (Event.ATTESTATION_AFFIRMED, Event.ATTESTATION_FAILED)
-
-
-def verdict_may_move_lifecycle(state: State) -> bool:
-    """Whether a verdict can change the lifecycle from ``state`` (read with the subject):
-    ``devices.after_verdict`` records one of ``_VERDICT_EVENTS``, which the table has only while
-    upgrading or returning to service. A nominal device's routine attestation so writes its
-    verdict and nothing else, rather than a transition refused in the writer (the same outcome
-    as a verdict written just before a concurrent state change)."""
-    return any(allowed(state, event) for event in _VERDICT_EVENTS)
 
 
 async def read_subject(store: Store, device_id: str) -> Subject | None:

@@ -13,7 +13,15 @@ from typing import Any
 
 from .config import Config
 from .errors import Forbidden, NotFound
-from .lifecycle import PINHOLE_STATES, DeviceLifecycle, Event, IllegalTransition, State, may_trigger
+from .lifecycle import (
+    PINHOLE_STATES,
+    DeviceLifecycle,
+    Event,
+    IllegalTransition,
+    State,
+    allowed,
+    may_trigger,
+)
 from .mud import PINHOLE_ACE_NAMES, mud_url
 from .store import DeviceRecord, Store
 from .store import device_queries as dq
@@ -92,10 +100,15 @@ async def record(
 
 async def record_if_allowed(
     store: Store, config: Config, device: DeviceRecord, event: Event, *, role: str, actor: str,
-    now: float, detail: Mapping[str, Any] | None = None,
+    now: float, detail: Mapping[str, Any] | None = None, state: State | None = None,
 ) -> DeviceLifecycle | None:  # fmt: skip
     """``record`` for events that only matter in some states (an update fetched while nominal
-    is not an event): the new lifecycle, or None when the table has no such pair."""
+    is not an event): the new lifecycle, or None when the table has no such pair. ``state`` is
+    the state the request read with the rest of its data: the event happened in that state,
+    so when the table has no pair for it nothing is written (most polls and attestations of
+    a nominal device cost no write)."""
+    if state is not None and not allowed(state, event):
+        return None
     try:
         return (await record(store, config, device, event, role=role, actor=actor, now=now,
                              detail=detail))[1]  # fmt: skip
@@ -117,19 +130,20 @@ async def device_of(store: Store, device_id: str) -> DeviceRecord:
 
 async def after_verdict(
     store: Store, config: Config, device: DeviceRecord, status: str, now: float, *,
-    reasons: Sequence[str] = (),
+    reasons: Sequence[str] = (), state: State | None = None,
 ) -> None:  # fmt: skip
     """The lifecycle consequences of an attestation result (the service's own events): an
     affirming verdict, then the restore when there is nothing to restore; a contraindicated one
     sends a device on its way back to quarantine, its first reasons in the timeline (the "why"
-    a helpdesk reads). A warning changes nothing."""
+    a helpdesk reads). A warning changes nothing. ``state``: as in ``record_if_allowed``."""
     if status == "affirming":
         after = await record_if_allowed(store, config, device, Event.ATTESTATION_AFFIRMED,
-                                        role=SERVICE, actor="verifier", now=now)  # fmt: skip
+                                        role=SERVICE, actor="verifier", now=now,
+                                        state=state)  # fmt: skip
         if after is not None and not await store.read(dq.has_restorable_backup, device.device_id):
             await record_if_allowed(store, config, device, Event.CONFIG_RESTORED, role=SERVICE,
                                     actor="vault", now=now, detail={"backup": None})  # fmt: skip
     elif status == "contraindicated":
         await record_if_allowed(store, config, device, Event.ATTESTATION_FAILED, role=SERVICE,
-                                actor="verifier", now=now,
+                                actor="verifier", now=now, state=state,
                                 detail={"reasons": [r[:200] for r in reasons[:3]]})  # fmt: skip

@@ -96,9 +96,8 @@ async def post_evidence(request: web.Request, principal: Principal | None) -> we
     assert subject is not None
     now = app[CLOCK]()
     verdict = await attestation.attest_device(app[STORE], app[VERIFIER], subject, evidence, now)
-    if attestation.verdict_may_move_lifecycle(subject.state):
-        await devices.after_verdict(app[STORE], app[VERIFIER].config, device, verdict.status,
-                                    now, reasons=verdict.reasons)  # fmt: skip
+    await devices.after_verdict(app[STORE], app[VERIFIER].config, device, verdict.status, now,
+                                reasons=verdict.reasons, state=subject.state)  # fmt: skip
     return json_response(_verdict_view(verdict))
 
 

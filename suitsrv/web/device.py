@@ -9,7 +9,7 @@ from aiohttp import web
 from suitsrv import devices, releases
 from suitsrv.auth import Principal
 from suitsrv.errors import DamagedBlob, Forbidden, InvalidRequest, NotFound
-from suitsrv.lifecycle import TRANSITIONS, Event
+from suitsrv.lifecycle import Event
 from suitsrv.store import DeviceRecord, Role, is_sha256_hex
 from suitsrv.store import device_queries as dq
 
@@ -61,15 +61,12 @@ async def get_update(request: web.Request, principal: Principal | None) -> web.S
     view, now = decision.view, request.app[CLOCK]()
     if view.served != release.digest:  # the report must name it; unchanged: nothing to write
         await request.app[STORE].write(dq.record_served, view.device.device_id, release.digest, now)
-    # A quarantined or suspect device fetching its fix is the lifecycle's update-fetched. The
-    # state is the poll read's: the fetch happened in that state, so when the table has no
-    # such pair for it (a nominal device: most polls), there is nothing to record.
-    if (view.state, Event.UPDATE_FETCHED) in TRANSITIONS:
-        await devices.record_if_allowed(
-            request.app[STORE], request.app[CONFIG], view.device, Event.UPDATE_FETCHED,
-            role="device", actor=caller.token_id, now=now,
-            detail={"digest": release.digest, "sequence_number": release.sequence_number},
-        )  # fmt: skip
+    # A quarantined or suspect device fetching its fix is the lifecycle's update-fetched.
+    await devices.record_if_allowed(
+        request.app[STORE], request.app[CONFIG], view.device, Event.UPDATE_FETCHED,
+        role="device", actor=caller.token_id, now=now, state=view.state,
+        detail={"digest": release.digest, "sequence_number": release.sequence_number},
+    )  # fmt: skip
     return web.Response(body=release.envelope, content_type=ENVELOPE_TYPE, headers=headers)
 
 
