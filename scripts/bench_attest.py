@@ -28,7 +28,7 @@ from pathlib import Path
 
 from bench_attest_http import http
 from bench_attest_offline import Rate, offline
-from bench_common import GENERATOR_CPU, SERVER_CPU, Report
+from bench_common import GENERATOR_CPU, SERVER_CPU, Report, load_average, load_note
 from bench_swtpm import Swtpm, _swtpm_version, make_quotes
 
 PINNED = (
@@ -55,7 +55,7 @@ def run(quick: bool, rounds: int, seconds: float, rate: Rate) -> Report:
     client on the generator core); every subprocess is stopped before returning."""
     plan = QUICK if quick else FULL
     started = time.perf_counter()
-    load_before = Path("/proc/loadavg").read_text().split()[0]
+    load_before = load_average()
     report = Report([], [], [])
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="suitsrv-attest-")))
@@ -77,9 +77,5 @@ def run(quick: bool, rounds: int, seconds: float, rate: Rate) -> Report:
         os.sched_setaffinity(0, {GENERATOR_CPU})  # this process is the HTTP client now
         http(tpm, plan, work, report)
     report.method.append(f"wall time: {time.perf_counter() - started:.0f} s")
-    report.notes.append(
-        f"1-minute load average {load_before} before, "
-        f"{Path('/proc/loadavg').read_text().split()[0]} after: pinning keeps our processes "
-        "apart, not other processes off these cores ('its core busy' counts everyone)"
-    )
+    report.notes.append(load_note(load_before))
     return report

@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 # The server on one core, the load generator on another; on a one-core machine they share it.
 SERVER_CPU, GENERATOR_CPU = 0, (1 if (os.cpu_count() or 1) > 1 else 0)
@@ -39,6 +40,19 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def load_average() -> str:
+    """The 1-minute load average now (/proc/loadavg)."""
+    return Path("/proc/loadavg").read_text().split()[0]
+
+
+def load_note(before: str) -> str:
+    """The machine's load around a subprocess suite, for its notes."""
+    return (
+        f"1-minute load average {before} before, {load_average()} after: pinning keeps our "
+        "processes apart, not other processes off these cores ('its core busy' counts everyone)"
+    )
 
 
 def _pinned(argv: list[str], cpu: int) -> list[str]:

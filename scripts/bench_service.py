@@ -22,7 +22,15 @@ import time
 from pathlib import Path
 
 import aiohttp
-from bench_common import BASELINE_JSON, GENERATOR_CPU, SERVER_CPU, Report, Sample
+from bench_common import (
+    BASELINE_JSON,
+    GENERATOR_CPU,
+    SERVER_CPU,
+    Report,
+    Sample,
+    load_average,
+    load_note,
+)
 from bench_download import _downloads, _peak_rss
 from bench_fleet import FULL, QUICK, Fleet, Plan, seed
 from bench_load import CONNECTIONS, AiohttpLoad, Load, Wrk, _cores, _interleaved, _median, find_wrk
@@ -107,7 +115,7 @@ def run(quick: bool, generator: str = "auto") -> Report:
     """Seed, start both servers, measure; every subprocess is stopped before returning."""
     plan = QUICK if quick else FULL
     started = time.perf_counter()
-    load_before = Path("/proc/loadavg").read_text().split()[0]
+    load_before = load_average()
     report = Report([], [], [])
     previous = os.sched_getaffinity(0)
     with contextlib.ExitStack() as stack:
@@ -149,11 +157,7 @@ def run(quick: bool, generator: str = "auto") -> Report:
         bare.stop()
         _peak_rss(data_dir, work, fleet, plan, report)
     report.method.append(f"wall time: {time.perf_counter() - started:.0f} s")
-    report.notes.append(
-        f"1-minute load average {load_before} before, "
-        f"{Path('/proc/loadavg').read_text().split()[0]} after: pinning keeps our processes "
-        "apart, not other processes off these cores ('its core busy' counts everyone)"
-    )
+    report.notes.append(load_note(load_before))
     return report
 
 
