@@ -49,9 +49,13 @@ __all__ = [
 ]
 
 APPROVED = 2
+WARN_VULNERABLE = 32
 WARN_UNRECOGNIZED = 33
 CONTRAINDICATED = 96
 CRYPTO_FAILED = 99
+# TCG PC Client Platform TPM Profile (PTP), PCR attributes: PCR 16 (debug) and PCR 23
+# (application support) are resettable from locality 0, the locality ordinary software uses.
+RESETTABLE_PCRS = frozenset({16, 23})
 
 
 class UnknownComponents(StrEnum):
@@ -87,12 +91,17 @@ class Policy:
     """``mismatch``: what a component measured with a digest other than the expected one does.
     Reference values derived from the manifest the device was told to install say exactly what
     must run, so the default contraindicates (DESIGN.md); ``WARN`` gives Veraison's PSA verdict
-    for CoRIM reference values (executables 33, vector P2)."""
+    for CoRIM reference values (executables 33, vector P2).
+
+    ``allow_resettable_pcrs``: images measured into a PCR that software may reset (16, 23) are
+    at best a warning unless this is set (ADR 0006): software can reset such a PCR and extend
+    the expected digests whatever actually runs. Simulations on swtpm set it."""
 
     allow_sha1: bool = False
     unknown_components: UnknownComponents = UnknownComponents.WARN
     mismatch: UnknownComponents = UnknownComponents.CONTRAINDICATE
     policy_id: str = "suitsrv/default"
+    allow_resettable_pcrs: bool = False
 
 
 @dataclass(frozen=True)
@@ -235,16 +244,30 @@ def appraise_tpm(
         executables, why = APPROVED, []  # decided by the golden PCR values just below
     else:
         executables, why = WARN_UNRECOGNIZED, ["no event log and no reference values"]
+    if executables == APPROVED and reference is not None and reference.images:
+        executables = _resettable(reference.pcr, policy, why)
     if pcrs is not None and reference is not None and reference.expected_pcrs:
         pcr_claim, pcr_why = _golden_pcrs(quote.pcrs, reference.expected_pcrs)
         executables = pcr_claim if not reference.images else max(executables, pcr_claim)
         why = (why if reference.images else []) + pcr_why
     if quote.signature is not None and quote.signature.hash_alg is _SHA1:
-        configuration = max(configuration, 32)
+        configuration = max(configuration, WARN_VULNERABLE)
         reasons.append("SHA-1 evidence accepted by policy")
     vector, status = _tpm_vector(configuration, executables, hardware)
     return Appraisal(status, vector, tuple(reasons + why), "tpm-quote", clock,
                      rebooted_since(previous, clock) if previous else None, shown)  # fmt: skip
+
+
+def _resettable(pcr: int, policy: Policy, why: list[str]) -> int:
+    """The executables claim of images that all matched in ``pcr``: approved, unless software
+    could have reset that PCR and extended the expected digests itself (ADR 0006)."""
+    if pcr not in RESETTABLE_PCRS or policy.allow_resettable_pcrs:
+        return APPROVED
+    why.append(
+        f"the images are measured into PCR {pcr}, which software can reset (PC Client "
+        "PTP): the quote cannot vouch for what runs (policy allow_resettable_pcrs off)"
+    )
+    return WARN_VULNERABLE
 
 
 class _LogJudgement(NamedTuple):

@@ -260,7 +260,11 @@ def _serve(data_dir: Path, work: Path) -> Server:
     a config file: ``--data-dir`` alone makes serve read no SUITSRV_* variable but that one, so
     the SUITSRV_ACCESS_LOG=0 that bench_server.Server sets is lost."""
     config = work / "suitsrv.toml"
-    config.write_text(f"data-dir = {json.dumps(str(data_dir))}\naccess-log = false\n")
+    # The swtpm devices measure into PCR 16 (resettable): let the images affirm (ADR 0006).
+    config.write_text(
+        f"data-dir = {json.dumps(str(data_dir))}\naccess-log = false\n"
+        "[attestation]\nallow-resettable-pcrs = true\n"
+    )
     port = bench_common._free_port()
     argv = [str(Path(sys.executable).with_name("suitsrv")), "serve", "--config", str(config),
             "--listen", f"127.0.0.1:{port}"]  # fmt: skip

@@ -59,13 +59,12 @@ __all__ = [
     "Verifier",
     "attest_device",
     "parse_evidence",
+    "policy_for",
     "read_subject",
-    "reference_for",
 ]
 
 _DIGEST_NAMES = {DigestAlg.SHA256: "sha256", DigestAlg.SHA384: "sha384", DigestAlg.SHA512: "sha512"}
 _FORMATS = ("tpm2-quote", "psa-token", "eat")
-DEFAULT_POLICY = Policy()
 
 
 class EarSigner:
@@ -217,20 +216,24 @@ async def read_subject(store: Store, device_id: str) -> Subject | None:
     return await store.read(attestation_view, device_id)
 
 
-def _reference(releases: tuple[ReleaseRecord, ...]) -> ReferenceValues | None:
+def _reference(releases: tuple[ReleaseRecord, ...], pcr: int) -> ReferenceValues | None:
+    """The images of the releases the device reported installing, as reference values; TPM
+    devices measure them into ``pcr`` (the configured measurement PCR)."""
     images: list[ExpectedImage] = []
     for release in releases:
         images.extend(_release_images(release.envelope))
     if not images:
         return None
     digest = bytes.fromhex(releases[0].digest) if len(releases) == 1 else None
-    return ReferenceValues(tuple(images), digest)
+    return ReferenceValues(tuple(images), digest, pcr=pcr)
 
 
-async def reference_for(store: Store, device: DeviceRecord) -> ReferenceValues | None:
-    """The images of the releases the device reported installing, as reference values."""
-    subject = await read_subject(store, device.device_id)
-    return _reference(subject.releases) if subject else None
+def policy_for(config: Config) -> Policy:
+    """The appraisal policy the configuration asks for; its id tells a gateway reading the EAR
+    when images in a resettable PCR were allowed to affirm (ADR 0006)."""
+    if config.allow_resettable_pcrs:
+        return Policy(allow_resettable_pcrs=True, policy_id="suitsrv/allow-resettable-pcrs")
+    return Policy()
 
 
 def _ak(device: DeviceRecord) -> PublicKey | AkKey:
@@ -263,7 +266,7 @@ class Verifier:
     config: Config
     signer: EarSigner
     nonces: NonceBook
-    policy: Policy = DEFAULT_POLICY
+    policy: Policy
     enrollments: Enrollments = field(default_factory=Enrollments)
 
 
@@ -277,7 +280,7 @@ async def attest_device(
     config, policy = verifier.config, verifier.policy
     device, previous = subject.device, subject.previous
     challenge = verifier.nonces.consume(evidence.nonce, device.device_id, now)
-    reference = _reference(subject.releases)
+    reference = _reference(subject.releases, config.measurement_pcr)
     appraisal: Appraisal
     if evidence.format == "tpm2-quote":
         ak = _ak(device)

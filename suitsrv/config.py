@@ -24,6 +24,8 @@ Example ``suitsrv.toml``::
     [attestation]
     nonce-ttl = 120      # seconds a challenge stays valid
     result-ttl = 3600    # exp of an attestation result (EAR) after its iat
+    measurement-pcr = 16 # the PCR (SHA-256 bank) TPM devices measure their images into
+    allow-resettable-pcrs = false  # true: images in PCR 16/23 may affirm (swtpm simulations)
 
     [lifecycle]
     recidivism-window = 2592000   # quarantined again within 30 days: escalate to an operator
@@ -69,6 +71,8 @@ class Config:
     nonce_ttl: int = 120
     result_ttl: int = 3600
     recidivism_window: int = 30 * 86400
+    measurement_pcr: int = 16
+    allow_resettable_pcrs: bool = False
     vault_key_file: Path | None = None
 
     @property
@@ -108,6 +112,8 @@ _ENV: Final = {
     "SUITSRV_ACCESS_LOG": "access-log",
     "SUITSRV_NONCE_TTL": "attestation.nonce-ttl",
     "SUITSRV_RESULT_TTL": "attestation.result-ttl",
+    "SUITSRV_MEASUREMENT_PCR": "attestation.measurement-pcr",
+    "SUITSRV_ALLOW_RESETTABLE_PCRS": "attestation.allow-resettable-pcrs",
     "SUITSRV_RECIDIVISM_WINDOW": "lifecycle.recidivism-window",
 }
 
@@ -143,7 +149,7 @@ _TABLES: Final = {
     "limits": {"envelope-bytes", "payload-bytes", "report-bytes", "config-bytes"},
     "poll": {"interval", "jitter"},
     "tls": {"cert", "key"},
-    "attestation": {"nonce-ttl", "result-ttl"},
+    "attestation": {"nonce-ttl", "result-ttl", "measurement-pcr", "allow-resettable-pcrs"},
     "lifecycle": {"recidivism-window"},
     "vault": {"key-file"},
 }
@@ -164,6 +170,18 @@ def _flatten(path: Path | None) -> dict[str, Any]:
     for name, keys in _TABLES.items():
         flat.update({f"{name}.{k}": v for k, v in _table(doc, name, keys).items()})
     return flat
+
+
+def _bool(value: Any, name: str) -> bool:
+    """A TOML boolean, or its spelling in an environment variable."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
 
 
 def _jitter(value: Any) -> float:
@@ -223,9 +241,13 @@ def load_config(
         poll_interval=_int(flat.get("poll.interval", 3600), "poll interval", 1, 7 * 86400),
         poll_jitter=_jitter(flat.get("poll.jitter", config.poll_jitter)),
         limits=_limits(flat),
-        access_log=str(flat.get("access-log", "true")).lower() not in ("0", "false", "no", "off"),
+        access_log=_bool(flat.get("access-log", True), "access-log"),
         nonce_ttl=_int(flat.get("attestation.nonce-ttl", 120), "nonce-ttl", 5, 3600),
         result_ttl=_int(flat.get("attestation.result-ttl", 3600), "result-ttl", 60, 30 * 86400),
+        measurement_pcr=_int(flat.get("attestation.measurement-pcr", 16), "measurement-pcr", 0, 23),
+        allow_resettable_pcrs=_bool(
+            flat.get("attestation.allow-resettable-pcrs", False), "allow-resettable-pcrs"
+        ),
         recidivism_window=_int(
             flat.get("lifecycle.recidivism-window", 30 * 86400), "recidivism-window", 0, 10**9
         ),

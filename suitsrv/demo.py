@@ -30,12 +30,17 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
-__all__ = ["DemoFailed", "main"]
+__all__ = ["SIMULATION_CONFIG", "DemoFailed", "main"]
 
 SUITSRV: Final = Path(sys.executable).with_name("suitsrv")
 SWTPM: Final = shutil.which("swtpm") or "swtpm"
 CLASS_NAME: Final = "thermostat-v2"
 SETTINGS: Final = "wifi=home\nadmin=alice\n"
+SIMULATION_CONFIG: Final = """\
+# swtpm devices measure into PCR 16 (resettable by software): let such images affirm.
+[attestation]
+allow-resettable-pcrs = true
+"""
 _TOKEN = re.compile(r"(sst_\S+)")
 _OPERATOR_LINE = re.compile(r"operator token \(shown once, store it now\): (sst_\S+)")
 
@@ -197,8 +202,13 @@ class Demo:
         self.data_dir = self.root / "server"
         port = _free_port()
         log = self.root / "server.log"
+        # The devices are swtpm simulations whose agents measure into PCR 16, which software
+        # can reset: a product measures from boot code into a PCR it cannot, and keeps the
+        # default (false). The demo says so in its server's configuration (ADR 0006).
+        config = self.root / "suitsrv.toml"
+        config.write_text(SIMULATION_CONFIG)
         # Its own session: with --keep-running it outlives us and a later Ctrl-C.
-        argv = [str(SUITSRV), "serve", "--data-dir", str(self.data_dir),
+        argv = [str(SUITSRV), "serve", "--config", str(config), "--data-dir", str(self.data_dir),
                 "--listen", f"127.0.0.1:{port}"]  # fmt: skip
         proc = self.procs.start(argv, log, start_new_session=True)
 
@@ -413,7 +423,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="scripts/demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep-running", action="store_true",
                         help="leave the service up; print its URL and token")  # fmt: skip
-    parser.add_argument("--server", metavar="URL", help="use this service instead of starting one")
+    parser.add_argument("--server", metavar="URL",
+                        help="use this service instead of starting one (its [attestation] must "
+                             "allow-resettable-pcrs: the devices measure into PCR 16)")  # fmt: skip
     parser.add_argument("--operator-token", metavar="T", help="its operator token (with --server)")
     args = parser.parse_args(argv)
     if (args.server is None) != (args.operator_token is None):

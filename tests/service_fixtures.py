@@ -92,7 +92,16 @@ size = {len(payload)}
         return await self.client.post("/v1/vendor/manifests", data=envelope, headers=headers)
 
 
-async def start_service(tmp_path: Path, aiohttp_client: Any, **limits: int) -> Service:
+async def start_service(
+    tmp_path: Path,
+    aiohttp_client: Any,
+    *,
+    allow_resettable_pcrs: bool = True,
+    measurement_pcr: int = 16,
+    **limits: int,
+) -> Service:
+    """The app on a fresh data directory. Its TPM devices are swtpm simulations measuring into
+    PCR 16, so images there may affirm unless a test asks for the product default (ADR 0006)."""
     from suitsrv.web import create_app
 
     config = Config(
@@ -101,6 +110,8 @@ async def start_service(tmp_path: Path, aiohttp_client: Any, **limits: int) -> S
         poll_interval=600,
         poll_jitter=0.1,
         limits=Limits(**limits) if limits else Limits(),
+        allow_resettable_pcrs=allow_resettable_pcrs,
+        measurement_pcr=measurement_pcr,
     )
     store = SqliteStore(config.data_dir)
     clock = FakeClock()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tpm2_pytss import ESAPI
+from tpm2_pytss import ESAPI, TSS2_Exception
 from tpm2_pytss import types as tss
 from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPMA_OBJECT
 
@@ -59,28 +59,30 @@ def device(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Device]:
             esapi.flush_context(handle)
 
 
-def _boot(device: Device, images: list[tuple[bytes, bytes]]) -> bytes:
-    """Measure (component id, image) pairs into PCR 16 and return the compact event log."""
-    esapi = device.esapi
-    esapi.pcr_reset(ESYS_TR.PCR16)
+def _boot(device: Device, images: list[tuple[bytes, bytes]], pcr: int = 16) -> bytes:
+    """Measure (component id, image) pairs into ``pcr`` (reset first when software may: 16)
+    and return the compact event log."""
+    esapi, handle = device.esapi, getattr(ESYS_TR, f"PCR{pcr}")
+    if pcr == 16:
+        esapi.pcr_reset(handle)
     events = []
     for component, image in images:
         digest = hashlib.sha256(image).digest()
         values = tss.TPML_DIGEST_VALUES(
             [tss.TPMT_HA(hashAlg=TPM2_ALG.SHA256, digest=tss.TPMU_HA(sha256=digest))]
         )
-        esapi.pcr_extend(ESYS_TR.PCR16, values)
+        esapi.pcr_extend(handle, values)
         events.append(
-            Event(16, None, {TpmAlg.SHA256: digest}, b"", (component,), MANIFEST_DIGEST, 7)
+            Event(pcr, None, {TpmAlg.SHA256: digest}, b"", (component,), MANIFEST_DIGEST, 7)
         )
     return encode_compact_log(events)
 
 
-def _evidence(device: Device, nonce: bytes) -> tuple[bytes, bytes, PcrValues]:
-    attest, signature = device.esapi.quote(device.ak, "sha256:16", nonce)
-    _, _, values = device.esapi.pcr_read("sha256:16")
-    pcr16 = bytes(values.digests[0])
-    return bytes(attest), signature.marshal(), PcrValues({TpmAlg.SHA256: {16: pcr16}})
+def _evidence(device: Device, nonce: bytes, pcr: int = 16) -> tuple[bytes, bytes, PcrValues]:
+    attest, signature = device.esapi.quote(device.ak, f"sha256:{pcr}", nonce)
+    _, _, values = device.esapi.pcr_read(f"sha256:{pcr}")
+    value = bytes(values.digests[0])
+    return bytes(attest), signature.marshal(), PcrValues({TpmAlg.SHA256: {pcr: value}})
 
 
 REFERENCE = ReferenceValues(
@@ -92,18 +94,56 @@ REFERENCE = ReferenceValues(
 )
 
 
+SIMULATION = Policy(allow_resettable_pcrs=True)  # these images sit in PCR 16 (ADR 0006)
+
+
 def test_the_expected_firmware_is_affirmed(device: Device) -> None:
     log = _boot(device, [(b"bootloader", BOOTLOADER), (b"firmware", FIRMWARE)])
     nonce = secrets.token_bytes(32)
     attest, sig, pcrs = _evidence(device, nonce)
     result = appraise_tpm(attest, sig, device.public, nonce=nonce, pcrs=pcrs, event_log=log,
-                          reference=REFERENCE)  # fmt: skip
+                          reference=REFERENCE, policy=SIMULATION)  # fmt: skip
     assert result.status is Status.AFFIRMING, result.reasons
     assert (result.vector.executables, result.vector.hardware) == (2, 2)
     # Without the log, the PCR itself must be the extends of the expected images, in order.
     bare = appraise_tpm(attest, sig, device.public, nonce=nonce, pcrs=pcrs, event_log=None,
-                        reference=REFERENCE)  # fmt: skip
+                        reference=REFERENCE, policy=SIMULATION)  # fmt: skip
     assert bare.status is Status.AFFIRMING, bare.reasons
+
+
+def test_images_in_a_resettable_pcr_at_most_warn_by_default(device: Device) -> None:
+    """Software may reset PCR 16 and extend the expected digests itself: the evidence below is
+    exactly what such malware produces, so the default policy cannot affirm it (ADR 0006)."""
+    log = _boot(device, [(b"bootloader", BOOTLOADER), (b"firmware", FIRMWARE)])
+    nonce = secrets.token_bytes(32)
+    attest, sig, pcrs = _evidence(device, nonce)
+    for event_log in (log, None):
+        result = appraise_tpm(attest, sig, device.public, nonce=nonce, pcrs=pcrs,
+                              event_log=event_log, reference=REFERENCE)  # fmt: skip
+        assert result.status is Status.WARNING
+        assert result.vector.executables == 32
+        assert any("PCR 16, which software can reset" in r for r in result.reasons)
+    # A bad image stays contraindicated: the cap only ever lowers an approval.
+    tampered = _boot(device, [(b"bootloader", BOOTLOADER), (b"firmware", FIRMWARE + b"!")])
+    attest, sig, pcrs = _evidence(device, nonce)
+    bad = appraise_tpm(attest, sig, device.public, nonce=nonce, pcrs=pcrs, event_log=tampered,
+                       reference=REFERENCE)  # fmt: skip
+    assert (bad.status, bad.vector.executables) == (Status.CONTRAINDICATED, 96)
+
+
+def test_images_in_a_boot_pcr_are_affirmed_by_default(device: Device) -> None:
+    """PCR 9 (the boot loader's, by convention) cannot be reset from software: the swtpm
+    refuses, so what it holds was extended since the TPM started, and the default affirms."""
+    with pytest.raises(TSS2_Exception):
+        device.esapi.pcr_reset(ESYS_TR.PCR9)
+    log = _boot(device, [(b"bootloader", BOOTLOADER), (b"firmware", FIRMWARE)], pcr=9)
+    nonce = secrets.token_bytes(32)
+    attest, sig, pcrs = _evidence(device, nonce, pcr=9)
+    boot_pcr = ReferenceValues(REFERENCE.images, MANIFEST_DIGEST, pcr=9)
+    result = appraise_tpm(attest, sig, device.public, nonce=nonce, pcrs=pcrs, event_log=log,
+                          reference=boot_pcr)  # fmt: skip
+    assert result.status is Status.AFFIRMING, result.reasons
+    assert result.vector.executables == 2
 
 
 def test_a_tampered_image_is_contraindicated_and_named(device: Device) -> None:

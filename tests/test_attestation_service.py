@@ -55,8 +55,18 @@ def tpm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tpm]:
 
 
 @pytest.fixture
-async def svc(tmp_path: Path, aiohttp_client: Any, tpm: Tpm) -> AsyncIterator[Service]:
-    service = await start_service(tmp_path, aiohttp_client)
+async def svc(
+    request: pytest.FixtureRequest, tmp_path: Path, aiohttp_client: Any, tpm: Tpm
+) -> AsyncIterator[Service]:
+    """The service with tpm-dev registered; parametrized (indirect) with a measurement PCR, it
+    keeps the product policy (images in PCR 16 or 23 at most warn, ADR 0006)."""
+    pcr = getattr(request, "param", None)
+    if pcr is None:
+        service = await start_service(tmp_path, aiohttp_client)
+    else:
+        service = await start_service(
+            tmp_path, aiohttp_client, allow_resettable_pcrs=False, measurement_pcr=pcr
+        )
     _, token = await accounts.register_device(
         service.store, "tpm-dev", "acme", class_name="thermostat-v2", gateway="gw-1",
         keys={"ak_public": base64.b64encode(tpm.ak_public).decode()}, now=service.clock(),
@@ -85,21 +95,23 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _evidence(tpm: Tpm, nonce_b64: str, image: bytes) -> dict[str, Any]:
-    """What the device agent does at boot and when challenged: measure, log, quote."""
+def _evidence(tpm: Tpm, nonce_b64: str, image: bytes, pcr: int = 16) -> dict[str, Any]:
+    """What the device agent does at boot and when challenged: measure, log, quote. PCR 16 and
+    23 are reset first (software may); PCR 9 cannot be, so one test of this module uses it."""
     nonce = base64.urlsafe_b64decode(nonce_b64 + "=" * (-len(nonce_b64) % 4))
-    digest = hashlib.sha256(image).digest()
-    tpm.esapi.pcr_reset(ESYS_TR.PCR16)
-    tpm.esapi.pcr_extend(ESYS_TR.PCR16, tss.TPML_DIGEST_VALUES(
+    digest, handle = hashlib.sha256(image).digest(), getattr(ESYS_TR, f"PCR{pcr}")
+    if pcr in (16, 23):
+        tpm.esapi.pcr_reset(handle)
+    tpm.esapi.pcr_extend(handle, tss.TPML_DIGEST_VALUES(
         [tss.TPMT_HA(hashAlg=TPM2_ALG.SHA256, digest=tss.TPMU_HA(sha256=digest))]))  # fmt: skip
-    log = encode_compact_log([Event(16, None, {TpmAlg.SHA256: digest}, b"", (b"firmware",))])
-    attest, signature = tpm.esapi.quote(tpm.ak, "sha256:16", nonce)
+    log = encode_compact_log([Event(pcr, None, {TpmAlg.SHA256: digest}, b"", (b"firmware",))])
+    attest, signature = tpm.esapi.quote(tpm.ak, f"sha256:{pcr}", nonce)
     # Keep the TPML_DIGEST alive while reading it: tpm2-pytss frees its C memory with the object.
-    _, _, values = tpm.esapi.pcr_read("sha256:16")
-    pcr16 = bytes(values.digests[0])
+    _, _, values = tpm.esapi.pcr_read(f"sha256:{pcr}")
+    value = bytes(values.digests[0])
     return {
         "format": "tpm2-quote", "nonce": nonce_b64, "quote": _b64(bytes(attest)),
-        "signature": _b64(signature.marshal()), "pcrs": {"sha256": {"16": pcr16.hex()}},
+        "signature": _b64(signature.marshal()), "pcrs": {"sha256": {str(pcr): value.hex()}},
         "event_log": _b64(log),
     }  # fmt: skip
 
@@ -137,11 +149,39 @@ async def test_device_attests_the_installed_firmware(svc: Service, tpm: Tpm) -> 
     ear = verify_ear_jwt(verdict["ear"], key, now=int(svc.clock()), expected_nonce=nonce_bytes)
     (submod,) = ear.submods.values()
     assert submod.status is Status.AFFIRMING and submod.vector.executables == 2
+    # The EAR says that images in the resettable PCR 16 were allowed to affirm (ADR 0006).
+    assert submod.policy_ids == ("suitsrv/allow-resettable-pcrs",)
     # The same evidence again: the nonce was single-use.
     again = await svc.client.post(
         "/v1/device/attestation/evidence", json=evidence, headers=svc.auth(token)
     )
     assert again.status == 422 and (await again.json())["type"].endswith("evidence-not-fresh")
+
+
+@pytest.mark.parametrize(
+    ("svc", "status"), [(9, "affirming"), (16, "warning"), (23, "warning")], indirect=["svc"]
+)
+async def test_the_configured_measurement_pcr_and_the_product_policy(
+    svc: Service, tpm: Tpm, status: str
+) -> None:
+    """The product default: only images measured into a PCR software cannot reset affirm."""
+    pcr = svc.config.measurement_pcr
+    await _install(svc, FIRMWARE)
+    token = svc.devices["tpm-dev"]
+    evidence = _evidence(tpm, await _challenge(svc, token), FIRMWARE, pcr)
+    resp = await svc.client.post(
+        "/v1/device/attestation/evidence", json=evidence, headers=svc.auth(token)
+    )
+    verdict = await resp.json()
+    assert (resp.status, verdict["status"]) == (200, status), verdict
+    resettable = [r for r in verdict["reasons"] if f"PCR {pcr}, which software can reset" in r]
+    assert len(resettable) == (status == "warning")
+    # Measured into the wrong PCR, the images are not found at all.
+    evidence = _evidence(tpm, await _challenge(svc, token), FIRMWARE, 16 if pcr != 16 else 23)
+    resp = await svc.client.post(
+        "/v1/device/attestation/evidence", json=evidence, headers=svc.auth(token)
+    )
+    assert (await resp.json())["status"] == "contraindicated"
 
 
 async def test_tampered_firmware_is_a_stored_contraindicated_verdict(

@@ -41,6 +41,10 @@ def test_environment_only(tmp_path: Path) -> None:
         ('data-dir = "/x"\npublic-base-url = "ftp://x"\n', {}, "http"),
         ('data-dir = "/x"\n[tls]\ncert = "c.pem"\n', {}, "both"),
         ("data-dir = [", {}, "cannot read"),
+        ('data-dir = "/x"\n[attestation]\nmeasurement-pcr = 24\n', {}, "measurement-pcr"),
+        ('data-dir = "/x"\n', {"SUITSRV_ALLOW_RESETTABLE_PCRS": "maybe"}, "true or false"),
+        ('data-dir = "/x"\n[attestation]\nallow-resettable-pcrs = 1.5\n', {}, "true or false"),
+        ('data-dir = "/x"\naccess-log = "sometimes"\n', {}, "access-log"),
     ],
 )
 def test_invalid(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:
@@ -66,3 +70,16 @@ def test_attestation_lifecycle_and_vault_settings(tmp_path: Path) -> None:
     config = load_config(path, {})
     assert (config.nonce_ttl, config.recidivism_window) == (30, 60)
     assert config.vault_key_file == Path("/etc/k") and config.limits.config_bytes == 4096
+
+
+def test_images_in_resettable_pcrs_affirm_only_when_configured(tmp_path: Path) -> None:
+    """The product default: images measured into PCR 16 at most warn (ADR 0006)."""
+    default = load_config(None, {"SUITSRV_DATA_DIR": str(tmp_path)})
+    assert (default.measurement_pcr, default.allow_resettable_pcrs) == (16, False)
+    path = tmp_path / "c.toml"
+    path.write_text('data-dir = "/x"\n[attestation]\nmeasurement-pcr = 9\n'
+                    "allow-resettable-pcrs = true\n")  # fmt: skip
+    config = load_config(path, {})
+    assert (config.measurement_pcr, config.allow_resettable_pcrs) == (9, True)
+    config = load_config(path, {"SUITSRV_ALLOW_RESETTABLE_PCRS": "off"})
+    assert config.allow_resettable_pcrs is False

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from suitsrv.demo import SIMULATION_CONFIG
+
 from .server_process import ServerProcess
 
 pytestmark = pytest.mark.skipif(shutil.which("swtpm") is None, reason="swtpm is not installed")
@@ -64,7 +66,11 @@ def test_demo_reinstates_a_and_keeps_b_quarantined(tmp_path: Path) -> None:
 
 
 def test_demo_against_another_server_sets_up_accounts_over_http(tmp_path: Path) -> None:
-    with ServerProcess.start(tmp_path / "data", tmp_path) as server:
+    config = tmp_path / "suitsrv.toml"
+    config.write_text(SIMULATION_CONFIG)  # its devices are swtpm simulations (ADR 0006)
+    with ServerProcess.start(
+        tmp_path / "data", tmp_path, extra=("--config", str(config))
+    ) as server:
         (token,) = server.operator_tokens()
         done = _demo(tmp_path, "--server", server.url, "--operator-token", token)
         assert done.returncode == 0, done.stdout + done.stderr

@@ -49,9 +49,15 @@ def tpm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ESAPI, ESYS_
 
 @pytest.fixture
 async def story(
-    tmp_path: Path, aiohttp_client: Any, tpm: tuple[ESAPI, ESYS_TR, bytes]
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    aiohttp_client: Any,
+    tpm: tuple[ESAPI, ESYS_TR, bytes],
 ) -> AsyncIterator[tuple[Service, str, str]]:
-    svc = await start_service(tmp_path, aiohttp_client)
+    """A service, a registered TPM device and a gateway; parametrized (indirect) with False,
+    the service keeps the product default for images in PCR 16 (ADR 0006)."""
+    allow = getattr(request, "param", True)
+    svc = await start_service(tmp_path, aiohttp_client, allow_resettable_pcrs=allow)
     _, device = await accounts.register_device(
         svc.store, "cam-1", "acme", class_name="thermostat-v2", claim_code=CLAIM,
         keys={"ak_public": base64.b64encode(tpm[2]).decode()}, now=svc.clock(),
@@ -176,6 +182,27 @@ async def test_tampered_firmware_stays_quarantined(
         "/v1/gateway/devices/cam-1/reinstatement", headers=svc.auth(gateway)
     )
     assert resp.status == 409
+
+
+@pytest.mark.parametrize("story", [False], indirect=True)
+async def test_the_default_policy_reinstates_nothing_measured_in_pcr_16(
+    story: tuple[Service, str, str], tpm: tuple[ESAPI, ESYS_TR, bytes]
+) -> None:
+    """Malware may reset PCR 16 and extend the expected digests: with the product default the
+    right firmware there is a warning, which neither restores configuration nor reinstates."""
+    svc, device, gateway = story
+    await _quarantine(svc, gateway)
+    await _upgrade(svc, device, FIXED)
+    verdict = await _attest(svc, device, tpm, FIXED)
+    assert verdict["status"] == "warning"
+    assert any("PCR 16, which software can reset" in r for r in verdict["reasons"])
+    view = await _state(svc, gateway)
+    assert view["state"] == "returning-to-service" and not view["verdict_affirmed"]
+    assert (await svc.client.get("/v1/device/config", headers=svc.auth(device))).status == 409
+    resp = await svc.client.post(
+        "/v1/gateway/devices/cam-1/reinstatement", headers=svc.auth(gateway)
+    )
+    assert resp.status == 409 and "verdict" in (await resp.json())["detail"]
 
 
 async def test_claims_and_advisories_are_scoped(story: tuple[Service, str, str]) -> None:

@@ -23,7 +23,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from attest import AttestError
 from manifests import ManifestError
-from suitsrv.attestation import EarSigner, Verifier
+from suitsrv.attestation import EarSigner, Verifier, policy_for
 from suitsrv.auth import Principal, TokenCache, authenticate, require
 from suitsrv.config import Config
 from suitsrv.devices import in_pinhole
@@ -244,6 +244,7 @@ def create_app(
         config,
         signer or EarSigner.load_or_create(config.data_dir / "verifier" / "ear-key.pem"),
         NonceBook(ttl=config.nonce_ttl),
+        policy_for(config),
     )
     for route in table:
         app.router.add_route(route.method, route.path, _guard(route))
