@@ -9,14 +9,16 @@ can check it without asking again.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import functools
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,7 @@ from .store import DeviceRecord, ReleaseRecord, Store, VerdictRecord
 from .store.attestation_queries import AttestationView, attestation_view
 
 __all__ = [
+    "DeviceLocks",
     "EarSigner",
     "Evidence",
     "Subject",
@@ -259,15 +262,44 @@ def _iak(device: DeviceRecord) -> list[VerifierKey]:
     raise InvalidRequest("the device has no initial attestation key (IAK) registered")
 
 
+class DeviceLocks:
+    """One lock per device whose evidence is being appraised: a device's appraisals run one at a
+    time, from reading its last verdict to storing the new one, so each is checked against the
+    TPM clock the one before stored (quote.py's monotonic check) and verdicts are stored in the
+    order they were appraised. A lock lives only while someone holds or awaits it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, device_id: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(device_id) or (asyncio.Lock(), 0)
+        self._locks[device_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[device_id]
+            if users == 1:
+                del self._locks[device_id]
+            else:
+                self._locks[device_id] = (lock, users - 1)
+
+
 @dataclass(frozen=True)
 class Verifier:
-    """What appraisal needs besides the store: settings, the EAR key, the open challenges."""
+    """What appraisal needs besides the store: settings, the EAR key, the open challenges, the
+    appraisals in progress."""
 
     config: Config
     signer: EarSigner
     nonces: NonceBook
     policy: Policy
     enrollments: Enrollments = field(default_factory=Enrollments)
+    appraising: DeviceLocks = field(default_factory=DeviceLocks)
 
 
 async def attest_device(

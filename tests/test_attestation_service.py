@@ -4,6 +4,7 @@ gateway relaying evidence for its own devices only."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 from collections.abc import AsyncIterator, Iterator
@@ -20,11 +21,12 @@ from attest.ear import verify_ear_jwt
 from attest.ear_claims import Status
 from attest.eventlog import Event, encode_compact_log
 from attest.keys import key_from_jwk
-from attest.tpm import TpmAlg
+from attest.tpm import TpmAlg, parse_attest
 from manifests import build_report, parse_envelope
 from manifests.report import ReportResult
 from suitsrv import accounts
 from suitsrv.store import Role
+from suitsrv.web.app import VERIFIER
 
 from .service_fixtures import Service, start_service
 from .swtpm import running_swtpm
@@ -182,6 +184,37 @@ async def test_the_configured_measurement_pcr_and_the_product_policy(
         "/v1/device/attestation/evidence", json=evidence, headers=svc.auth(token)
     )
     assert (await resp.json())["status"] == "contraindicated"
+
+
+async def test_concurrent_evidence_of_one_device_is_appraised_in_turn(
+    svc: Service, tpm: Tpm
+) -> None:
+    """Two quotes taken one after the other, sent at once newest first: each appraisal must see
+    the clock the other stored, so the older one can never be stored last (rewinding the
+    clock the next quote is checked against)."""
+    await _install(svc, FIRMWARE)
+    token = svc.devices["tpm-dev"]
+    url = "/v1/device/attestation/evidence"
+    for _ in range(4):
+        older = _evidence(tpm, await _challenge(svc, token), FIRMWARE)
+        await asyncio.sleep(0.02)  # the TPM clock counts milliseconds
+        newer = _evidence(tpm, await _challenge(svc, token), FIRMWARE)
+        answers = await asyncio.gather(
+            *(svc.client.post(url, json=body, headers=svc.auth(token)) for body in (newer, older))
+        )
+        verdicts = [await resp.json() for resp in answers]
+        assert [resp.status for resp in answers] == [200, 200], verdicts
+        stored = await svc.store.get_verdict("tpm-dev")
+        assert stored is not None and stored.clock is not None
+        newest = max(_quote_clock(body) for body in (newer, older))
+        assert stored.clock[0] == newest, [v["status"] for v in verdicts]
+    assert len(svc.client.app[VERIFIER].appraising) == 0  # a lock lives while in use
+
+
+def _quote_clock(evidence: dict[str, Any]) -> int:
+    """TPMS_ATTEST.clockInfo.clock of a JSON evidence body's quote."""
+    quote = base64.urlsafe_b64decode(evidence["quote"] + "=" * (-len(evidence["quote"]) % 4))
+    return parse_attest(quote).clock_info.clock
 
 
 async def test_tampered_firmware_is_a_stored_contraindicated_verdict(

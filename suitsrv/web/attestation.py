@@ -89,15 +89,16 @@ async def post_evidence(request: web.Request, principal: Principal | None) -> we
     )
     caller = principal_of(principal)
     app = request.app
-    device_id = _wanted(caller, named)
-    # One store read for the device, its installed releases and its last verdict.
-    subject = await attestation.read_subject(app[STORE], device_id)
-    device = _yours(caller, device_id, subject.device if subject else None)
-    assert subject is not None
-    now = app[CLOCK]()
-    verdict = await attestation.attest_device(app[STORE], app[VERIFIER], subject, evidence, now)
-    await devices.after_verdict(app[STORE], app[VERIFIER].config, device, verdict.status, now,
-                                reasons=verdict.reasons, state=subject.state)  # fmt: skip
+    device_id, verifier = _wanted(caller, named), app[VERIFIER]
+    async with verifier.appraising.hold(device_id):  # read, appraise, store: one at a time
+        # One store read for the device, its installed releases and its last verdict.
+        subject = await attestation.read_subject(app[STORE], device_id)
+        device = _yours(caller, device_id, subject.device if subject else None)
+        assert subject is not None
+        now = app[CLOCK]()
+        verdict = await attestation.attest_device(app[STORE], verifier, subject, evidence, now)
+        await devices.after_verdict(app[STORE], verifier.config, device, verdict.status, now,
+                                    reasons=verdict.reasons, state=subject.state)  # fmt: skip
     return json_response(_verdict_view(verdict))
 
 
