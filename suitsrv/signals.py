@@ -25,7 +25,7 @@ import json
 import logging
 import random
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
@@ -36,6 +36,7 @@ import aiohttp.abc
 from .errors import InvalidRequest
 from .store import Signal, Store
 from .store import gateway_queries as gq
+from .vault import VaultError, open_secret, seal_secret
 
 __all__ = [
     "KEEPALIVE",
@@ -46,6 +47,7 @@ __all__ = [
     "backoff_delay",
     "check_webhook_secret",
     "check_webhook_url",
+    "seal_webhook_secret",
     "sign_webhook",
     "signal_body",
     "sse_event",
@@ -187,8 +189,20 @@ def backoff_delay(failures: int, settings: SignalSettings, rng: random.Random) -
     return delay / 2 + rng.uniform(0, delay / 2)
 
 
+def _secret_aad(gateway_id: str) -> bytes:
+    # Binds a sealed secret to its gateway: a row copied to another gateway does not open.
+    return f"suitsrv-webhook-secret\x00{gateway_id}".encode()
+
+
+def seal_webhook_secret(master: bytes, gateway_id: str, secret: bytes) -> bytes:
+    """The gateway's webhook HMAC key as it is stored: sealed under the vault master key
+    (vault.seal_secret), so the database alone cannot forge signed deliveries."""
+    return seal_secret(master, secret, aad=_secret_aad(gateway_id))
+
+
 class WebhookWorker:
-    """Delivers signals to gateway webhooks until ``stop``; ``run`` is its one task."""
+    """Delivers signals to gateway webhooks until ``stop``; ``run`` is its one task.
+    ``master`` gives the vault master key that webhook secrets are sealed under."""
 
     def __init__(
         self,
@@ -196,11 +210,13 @@ class WebhookWorker:
         settings: SignalSettings,
         clock: Callable[[], float],
         rng: random.Random,
+        master: Callable[[], Awaitable[bytes]],
     ) -> None:
         self._store = store
         self._settings = settings
         self._clock = clock
         self._rng = rng
+        self._master = master
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._drains: dict[str, asyncio.Task[None]] = {}
@@ -208,7 +224,20 @@ class WebhookWorker:
     def stop(self) -> None:
         self._stopping.set()
 
+    async def seal_plain_secrets(self) -> int:
+        """Seal the secrets stored in the clear before migration 7; how many there were."""
+        master = await self._master()
+        return await self._store.write(
+            gq.seal_plain_secrets,
+            lambda gateway, secret: seal_webhook_secret(master, gateway, secret),
+        )
+
     async def run(self) -> None:
+        try:
+            if sealed := await self.seal_plain_secrets():
+                log.info("webhook worker: sealed %d webhook secret(s) stored in the clear", sealed)
+        except Exception:  # delivery to webhooks already sealed goes on
+            log.exception("webhook worker: cannot seal the webhook secrets stored in the clear")
         timeout = aiohttp.ClientTimeout(total=self._settings.webhook_timeout)
         connector = aiohttp.TCPConnector(resolver=GuardedResolver())
         async with aiohttp.ClientSession(
@@ -250,13 +279,20 @@ class WebhookWorker:
                 hook = await self._store.read(gq.get_webhook, gateway)
                 if hook is None:
                     return
+                try:
+                    secret = open_secret(await self._master(), hook.sealed_secret,
+                                         aad=_secret_aad(gateway))  # fmt: skip
+                except VaultError:
+                    log.error("webhook of gateway %s: its secret does not open with this "
+                              "vault master key; not delivering", gateway)  # fmt: skip
+                    return
                 batch = await self._store.signals_after(
                     gateway, hook.delivered_through, self._settings.batch
                 )
                 if not batch:
                     return
                 for signal in batch:
-                    error = await self._post(session, hook, signal)
+                    error = await self._post(session, hook.url, secret, signal)
                     if error is None:
                         await self._store.write(
                             gq.record_delivery, gateway, signal.signal_id, self._clock()
@@ -276,7 +312,7 @@ class WebhookWorker:
             log.exception("webhook worker: delivery to gateway %s failed", gateway)
 
     async def _post(
-        self, session: aiohttp.ClientSession, hook: gq.Webhook, signal: Signal
+        self, session: aiohttp.ClientSession, url: str, secret: bytes, signal: Signal
     ) -> str | None:
         """One attempt: None when the webhook answered 2xx, else why not."""
         body = signal_body(signal)
@@ -285,12 +321,12 @@ class WebhookWorker:
             "Content-Type": "application/json",
             "Suitsrv-Signal-Id": str(signal.signal_id),
             "Suitsrv-Timestamp": str(timestamp),
-            "Suitsrv-Signature": sign_webhook(hook.secret, timestamp, body),
+            "Suitsrv-Signature": sign_webhook(secret, timestamp, body),
         }
         async with self._slots:
             try:
                 async with session.post(
-                    hook.url, data=body, headers=headers, allow_redirects=False
+                    url, data=body, headers=headers, allow_redirects=False
                 ) as resp:
                     return None if 200 <= resp.status < 300 else f"HTTP {resp.status}"
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:

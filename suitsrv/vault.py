@@ -22,7 +22,15 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
 from .errors import PayloadTooLarge, ServiceError
 
-__all__ = ["SealedBackup", "VaultError", "load_or_create_master_key", "open_backup", "seal_stream"]
+__all__ = [
+    "SealedBackup",
+    "VaultError",
+    "load_or_create_master_key",
+    "open_backup",
+    "open_secret",
+    "seal_secret",
+    "seal_stream",
+]
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -30,8 +38,8 @@ TAG_BYTES = 16
 
 
 class VaultError(ServiceError):
-    """A stored backup failed its integrity check (or the master key is not the one that
-    sealed it): nothing of it is returned."""
+    """A stored backup or sealed secret failed its integrity check (or the master key is not
+    the one that sealed it): nothing of it is returned."""
 
     status, problem, title = 500, "backup-integrity", "Stored backup failed its integrity check"
 
@@ -93,8 +101,30 @@ def open_backup(master: bytes, sealed: SealedBackup, *, aad: bytes) -> bytes:
         return decryptor.update(body) + decryptor.finalize()
     except (InvalidUnwrap, InvalidTag, ValueError) as exc:
         raise VaultError(
-            "the stored backup does not decrypt: altered, or another master key"
+            "the stored data does not decrypt: altered, or another master key"
         ) from exc
+
+
+_WRAPPED_BYTES = KEY_BYTES + 8  # RFC 3394 adds one 64-bit block
+
+
+def seal_secret(master: bytes, secret: bytes, *, aad: bytes) -> bytes:
+    """A small secret the service must use again (a webhook's HMAC key) as one opaque value:
+    wrapped data key || nonce || ciphertext || tag, sealed as a backup is."""
+    sealed = seal(master, secret, aad=aad)
+    return sealed.wrapped_key + sealed.nonce + sealed.ciphertext
+
+
+def open_secret(master: bytes, blob: bytes, *, aad: bytes) -> bytes:
+    """The secret ``seal_secret`` sealed under the same master key and associated data, or
+    VaultError."""
+    head = _WRAPPED_BYTES + NONCE_BYTES
+    if len(blob) < head + TAG_BYTES:
+        raise VaultError("a sealed secret is too short to be one")
+    body = blob[head:]
+    sealed = SealedBackup(blob[:_WRAPPED_BYTES], blob[_WRAPPED_BYTES:head], body,
+                          len(body) - TAG_BYTES)  # fmt: skip
+    return open_backup(master, sealed, aad=aad)
 
 
 def load_or_create_master_key(path: Path) -> bytes:

@@ -10,6 +10,8 @@ import hashlib
 import hmac
 import json
 import random
+import secrets
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
-from suitsrv import accounts, devices
+from suitsrv import accounts, devices, vault_service
 from suitsrv.config import Config
 from suitsrv.lifecycle import Event
 from suitsrv.signals import GuardedResolver, SignalSettings
@@ -335,6 +337,56 @@ async def test_restart_resumes_from_the_cursor(gw: Gateways, receiver: Receiver)
     await wait_until(lambda: len(receiver.received) == 3)
     await asyncio.sleep(0.2)
     assert receiver.received == [*acknowledged, fresh]
+
+
+def _gateway_row(gw: Gateways) -> tuple[bytes | None, bytes | None]:
+    with sqlite3.connect(gw.config.database_path) as conn:
+        row = conn.execute(
+            "SELECT webhook_secret, webhook_secret_sealed FROM gateways WHERE gateway_id = 'gw-1'"
+        ).fetchone()
+    return row[0], row[1]
+
+
+async def test_the_secret_is_stored_sealed(gw: Gateways, receiver: Receiver) -> None:
+    client = await gw.start()
+    await register(client, gw, receiver.url)
+    plain, sealed = _gateway_row(gw)
+    assert plain is None and sealed is not None
+    assert bytes.fromhex(SECRET) not in sealed and bytes.fromhex(SECRET) not in (
+        gw.config.database_path.read_bytes()
+        + gw.config.database_path.with_name("suitsrv.sqlite3-wal").read_bytes()
+    )
+    first = await gw.signal("gw-1", "dev-a")
+    await wait_delivered(gw, first)  # and the worker opened it to sign (checked by the receiver)
+    assert receiver.bad_signatures == 0
+    # Under another master key it does not open: nothing is delivered, nothing crashes.
+    await client.close()
+    gw.config.data_dir.joinpath("vault", "master.key").write_text(secrets.token_hex(32) + "\n")
+    vault_service._MASTER_KEYS.clear()
+    await gw.start()
+    second = await gw.signal("gw-1", "dev-b")
+    await asyncio.sleep(0.3)
+    assert receiver.received == [first] and second > first
+
+
+async def test_a_secret_stored_in_the_clear_is_sealed_at_start(
+    gw: Gateways, receiver: Receiver
+) -> None:
+    """A webhook registered before migration 7 kept its secret in the clear: the worker seals
+    it when it starts, erases the clear copy, and delivers signed with the same secret."""
+    queued = await gw.signal("gw-1", "dev-a")
+    with sqlite3.connect(gw.config.database_path) as conn:
+        conn.execute(
+            "INSERT INTO gateways (gateway_id, webhook_url, webhook_secret, created_at) "
+            "VALUES ('gw-1', ?, ?, 0)",
+            [receiver.url, bytes.fromhex(SECRET)],
+        )
+        conn.execute("INSERT INTO webhook_cursors (gateway_id, updated_at) VALUES ('gw-1', 0)")
+    await gw.start()
+    await wait_until(lambda: len(receiver.received) == 1)
+    assert receiver.received == [queued] and receiver.bad_signatures == 0
+    plain, sealed = _gateway_row(gw)
+    assert plain is None and sealed is not None and bytes.fromhex(SECRET) not in sealed
 
 
 async def test_webhook_registration_rules(gw: Gateways, receiver: Receiver) -> None:

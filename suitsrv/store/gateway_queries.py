@@ -1,10 +1,12 @@
-"""SQL of gateway webhooks: the webhook a gateway registered (table ``gateways``, migration 3)
-and how far delivery to it has got (table ``webhook_cursors``, DDL in ``ensure_schema``).
+"""SQL of gateway webhooks: the webhook a gateway registered (table ``gateways``, migration 3;
+its secret sealed under the vault master key, migration 7) and how far delivery to it has got
+(table ``webhook_cursors``, DDL in ``ensure_schema``).
 Plain functions of a sqlite_utils Database, run by Store.read/write (writers inside one
 BEGIN IMMEDIATE transaction)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlite_utils import Database
@@ -20,6 +22,7 @@ __all__ = [
     "put_webhook",
     "record_delivery",
     "record_failure",
+    "seal_plain_secrets",
     "webhook_status",
 ]
 
@@ -48,7 +51,7 @@ class Webhook:
 
     gateway_id: str
     url: str
-    secret: bytes
+    sealed_secret: bytes  # vault.seal_secret: the HMAC key is never stored in the clear
     delivered_through: int
 
 
@@ -65,15 +68,17 @@ class WebhookStatus:
 
 
 def put_webhook(  # noqa: PLR0917 - called positionally through Store.write
-    db: Database, gateway_id: str, url: str, secret: bytes, after: int | None, now: float
+    db: Database, gateway_id: str, url: str, sealed_secret: bytes, after: int | None, now: float
 ) -> WebhookStatus:
-    """Register or replace the webhook. ``after`` moves the cursor (None keeps it; a first
-    registration starts at 0, so signals queued before it are delivered too)."""
+    """Register or replace the webhook (its secret as vault.seal_secret sealed it). ``after``
+    moves the cursor (None keeps it; a first registration starts at 0, so signals queued
+    before it are delivered too)."""
     db.execute(
-        "INSERT INTO gateways (gateway_id, webhook_url, webhook_secret, created_at) "
+        "INSERT INTO gateways (gateway_id, webhook_url, webhook_secret_sealed, created_at) "
         "VALUES (?, ?, ?, ?) ON CONFLICT (gateway_id) DO UPDATE SET "
-        "webhook_url = excluded.webhook_url, webhook_secret = excluded.webhook_secret",
-        [gateway_id, url, secret, now],
+        "webhook_url = excluded.webhook_url, webhook_secret = NULL, "
+        "webhook_secret_sealed = excluded.webhook_secret_sealed",
+        [gateway_id, url, sealed_secret, now],
     )
     db.execute(
         "INSERT INTO webhook_cursors (gateway_id, delivered_through, updated_at) "
@@ -90,21 +95,48 @@ def put_webhook(  # noqa: PLR0917 - called positionally through Store.write
 def delete_webhook(db: Database, gateway_id: str) -> bool:
     """Stop delivering to the gateway; False when it had no webhook."""
     cur = db.execute(
-        "UPDATE gateways SET webhook_url = NULL, webhook_secret = NULL "
-        "WHERE gateway_id = ? AND webhook_url IS NOT NULL",
+        "UPDATE gateways SET webhook_url = NULL, webhook_secret = NULL, "
+        "webhook_secret_sealed = NULL WHERE gateway_id = ? AND webhook_url IS NOT NULL",
         [gateway_id],
     )
     return cur.rowcount > 0
 
 
 def get_webhook(db: Database, gateway_id: str) -> Webhook | None:
+    """The webhook with its sealed secret (None: none, or its secret not sealed yet)."""
     row = db.execute(
-        "SELECT g.gateway_id, g.webhook_url, g.webhook_secret, COALESCE(c.delivered_through, 0) "
+        "SELECT g.gateway_id, g.webhook_url, g.webhook_secret_sealed, "
+        "COALESCE(c.delivered_through, 0) "
         "FROM gateways g LEFT JOIN webhook_cursors c ON c.gateway_id = g.gateway_id "
-        "WHERE g.gateway_id = ? AND g.webhook_url IS NOT NULL",
+        "WHERE g.gateway_id = ? AND g.webhook_url IS NOT NULL "
+        "AND g.webhook_secret_sealed IS NOT NULL",
         [gateway_id],
     ).fetchone()
     return None if row is None else Webhook(row[0], row[1], bytes(row[2]), row[3])
+
+
+def seal_plain_secrets(db: Database, seal: Callable[[str, bytes], bytes]) -> int:
+    """Seal every secret still in the clear (stored before migration 7) with ``seal(gateway,
+    secret)`` and erase the clear copy, in one transaction; how many there were. With
+    ``secure_delete`` SQLite zeroes the old bytes in the database file (the WAL keeps its copy
+    of the page until the next checkpoint)."""
+    rows = db.execute(
+        "SELECT gateway_id, webhook_secret FROM gateways WHERE webhook_secret IS NOT NULL"
+    ).fetchall()
+    if not rows:
+        return 0
+    (before,) = db.execute("PRAGMA secure_delete").fetchone()
+    db.execute("PRAGMA secure_delete = ON")
+    try:
+        for gateway_id, secret in rows:
+            db.execute(
+                "UPDATE gateways SET webhook_secret_sealed = ?, webhook_secret = NULL "
+                "WHERE gateway_id = ?",
+                [seal(gateway_id, bytes(secret)), gateway_id],
+            )
+    finally:
+        db.execute(f"PRAGMA secure_delete = {int(before)}")
+    return len(rows)
 
 
 def webhook_status(db: Database, gateway_id: str) -> WebhookStatus | None:

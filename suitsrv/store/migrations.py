@@ -152,6 +152,13 @@ def _release_generation(db: Database) -> None:
     db.execute(f"CREATE TRIGGER releases_delete_generation AFTER DELETE ON releases {bump}")
 
 
+def _sealed_webhook_secrets(db: Database) -> None:
+    """Webhook secrets are kept sealed under the vault master key (vault.seal_secret). The
+    migration cannot seal (the key is a file named in the configuration): the webhook worker
+    seals what the old column holds when it starts, and clears it (gateway_queries.py)."""
+    db.execute("ALTER TABLE gateways ADD COLUMN webhook_secret_sealed BLOB")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Database], None]]] = [
     (1, "initial schema", _initial),
     (2, "attestation verdicts", _verdicts),
@@ -159,6 +166,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Database], None]]] = [
     (4, "webhook delivery cursors", _webhook_cursors),
     (5, "the release last served to each device", _served),
     (6, "a generation counter of the releases table", _release_generation),
+    (7, "webhook secrets sealed under the vault master key", _sealed_webhook_secrets),
 ]
 
 

@@ -30,12 +30,14 @@ from suitsrv.signals import (
     WebhookWorker,
     check_webhook_secret,
     check_webhook_url,
+    seal_webhook_secret,
     sse_event,
 )
 from suitsrv.store import Role
 from suitsrv.store import gateway_queries as gq
+from suitsrv.vault_service import master_key
 
-from .app import CLOCK, RNG, STORE, Route, json_response, principal_of
+from .app import CLOCK, CONFIG, RNG, STORE, Route, json_response, principal_of
 from .bodies import read_json
 
 __all__ = ["SIGNAL_SETTINGS", "routes", "stop_streams", "webhook_worker"]
@@ -148,8 +150,9 @@ async def put_webhook(request: web.Request, principal: Principal | None) -> web.
     after = body.get("after")
     if after is not None:
         after = bounded_int(after, "after (a signal id)")
+    sealed = seal_webhook_secret(await master_key(request.app[CONFIG]), gateway, secret)
     status = await request.app[STORE].write(
-        gq.put_webhook, gateway, url, secret, after, request.app[CLOCK]()
+        gq.put_webhook, gateway, url, sealed, after, request.app[CLOCK]()
     )
     return json_response(_status_view(status))
 
@@ -172,7 +175,10 @@ async def delete_webhook(request: web.Request, principal: Principal | None) -> w
 async def webhook_worker(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: the webhook delivery task runs from start-up to clean-up. A POST cut off by
     the stop is not acknowledged, so it is delivered again after the restart."""
-    worker = WebhookWorker(app[STORE], _settings(app), app[CLOCK], app[RNG])
+    config = app[CONFIG]
+    worker = WebhookWorker(
+        app[STORE], _settings(app), app[CLOCK], app[RNG], lambda: master_key(config)
+    )
     task = asyncio.create_task(worker.run(), name="suitsrv-webhooks")
     yield
     worker.stop()
