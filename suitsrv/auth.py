@@ -64,36 +64,60 @@ async def issue_token(
 
 
 class TokenCache:
-    """Recently seen active tokens, so a device polling every few seconds does not cost a
-    database read per request. An entry lives ``ttl`` seconds; revocation through this server
-    removes it at once, revocation by ``suitsrv admin`` (another process) within ``ttl``."""
+    """Active tokens already looked up, so a device's poll costs no token read, however rarely
+    it polls. Kept coherent rather than aged out:
 
-    def __init__(self, ttl: float = 5.0, capacity: int = 200_000) -> None:
-        self.ttl = ttl
+    * a revocation through this server removes the entry at once (``forget``);
+    * any other revocation or removal (``suitsrv admin token revoke`` in another process) moves
+      the credential generation (migration 8), which the server reads every second
+      (``watch_credentials``): a new value empties the cache (``sync``);
+    * a lookup whose read began before a ``forget`` or ``sync`` does not fill the cache with
+      what it read (``epoch``), so a revoked token cannot come back from an older read.
+
+    Bounded: emptied when full."""
+
+    def __init__(self, capacity: int = 200_000) -> None:
         self.capacity = capacity
-        self._by_hash: dict[bytes, tuple[TokenRecord, float]] = {}
+        self.generation: int | None = None  # the credential generation last synced with
+        self.epoch = 0  # moves on every forget and flush
+        self._by_hash: dict[bytes, TokenRecord] = {}
+        self._by_id: dict[str, bytes] = {}
 
-    def get(self, token_hash: bytes, now: float) -> TokenRecord | None:
-        entry = self._by_hash.get(token_hash)
-        if entry is None or entry[1] <= now:
-            return None
-        return entry[0]
+    def __len__(self) -> int:
+        return len(self._by_hash)
 
-    def put(self, record: TokenRecord, now: float) -> None:
+    def get(self, token_hash: bytes) -> TokenRecord | None:
+        return self._by_hash.get(token_hash)
+
+    def put(self, record: TokenRecord, epoch: int) -> None:
+        """Keep ``record``, read when the cache was at ``epoch``, unless it moved since."""
+        if epoch != self.epoch:
+            return
         if len(self._by_hash) >= self.capacity:
-            self._by_hash.clear()
-        self._by_hash[record.token_hash] = (record, now + self.ttl)
+            self._flush()
+        self._by_hash[record.token_hash] = record
+        self._by_id[record.token_id] = record.token_hash
 
     def forget(self, token_id: str) -> None:
-        for token_hash in [h for h, (r, _) in self._by_hash.items() if r.token_id == token_id]:
-            del self._by_hash[token_hash]
+        self.epoch += 1
+        token_hash = self._by_id.pop(token_id, None)
+        if token_hash is not None:
+            self._by_hash.pop(token_hash, None)
+
+    def sync(self, generation: int | None) -> None:
+        """Empty the cache unless ``generation`` is the one last seen (None: unknown)."""
+        if generation is None or generation != self.generation:
+            self._flush()
+        self.generation = generation
+
+    def _flush(self) -> None:
+        self.epoch += 1
+        self._by_hash.clear()
+        self._by_id.clear()
 
 
 async def authenticate(
-    store: Store,
-    authorization: str | None,
-    cache: TokenCache | None = None,
-    now: float = 0.0,
+    store: Store, authorization: str | None, cache: TokenCache | None = None
 ) -> Principal:
     """Resolve an ``Authorization: Bearer`` header to a principal or raise Unauthorized."""
     if not authorization:
@@ -103,13 +127,14 @@ async def authenticate(
     if scheme.lower() != "bearer" or not _TOKEN.fullmatch(token):
         raise Unauthorized("malformed bearer token", headers=_CHALLENGE)
     token_hash = hash_token(token)
-    record = cache.get(token_hash, now) if cache is not None else None
+    record = cache.get(token_hash) if cache is not None else None
     if record is None:
+        epoch = cache.epoch if cache is not None else 0
         record = await store.token_by_hash(token_hash)
         if record is None or record.revoked_at is not None:
             raise Unauthorized("unknown or revoked token", headers=_CHALLENGE)
         if cache is not None:
-            cache.put(record, now)
+            cache.put(record, epoch)
     return Principal(record.token_id, record.role, record.scope)
 
 

@@ -6,6 +6,7 @@ walks all of it, so a new route without roles, or with the wrong ones, shows up 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ from typing import Any
 import pytest
 
 from suitsrv import accounts
-from suitsrv.store import Role
+from suitsrv.auth import TokenCache
+from suitsrv.store import Role, SqliteStore, TokenRecord
+from suitsrv.web.app import CREDENTIAL_POLL, TOKENS
 from suitsrv.web.routes import all_routes
 
 from .service_fixtures import CLASS_NAME, Service, random_payload, sha, start_service
@@ -150,14 +153,49 @@ async def test_tokens_are_stored_hashed(svc: Service) -> None:
         assert token.split("_", 2)[2].encode() not in raw
 
 
-async def test_offline_revocation_takes_effect_within_the_cache_ttl(svc: Service) -> None:
+async def test_revocation_by_another_process_takes_effect_within_the_credential_poll(
+    svc: Service,
+) -> None:
     token, record = await accounts.issue_credential(svc.store, Role.VENDOR, "acme", now=svc.clock())
     headers = {"Authorization": f"Bearer {token}"}
     assert (await svc.client.get("/v1/vendor/manifests", headers=headers)).status == 200
-    # As `suitsrv admin token revoke` does from another process: straight into the store.
-    await svc.store.revoke_token(record.token_id, svc.clock())
-    svc.clock.now += 6  # past the 5 s token cache
-    assert (await svc.client.get("/v1/vendor/manifests", headers=headers)).status == 401
+    cache = svc.client.app[TOKENS]
+    assert cache.get(record.token_hash) == record  # the next request reads no token
+    # As `suitsrv admin token revoke` does: its own store on the data directory.
+    admin = SqliteStore(svc.config.data_dir)
+    try:
+        assert await admin.revoke_token(record.token_id, svc.clock())
+    finally:
+        admin.close()
+    async with asyncio.timeout(3 * CREDENTIAL_POLL):  # the watcher reads the generation
+        while (await svc.client.get("/v1/vendor/manifests", headers=headers)).status != 401:
+            await asyncio.sleep(0.02)
+    assert cache.get(record.token_hash) is None
+    # The other credentials are looked up again and still work.
+    vendor = svc.auth(svc.vendor_token)
+    assert (await svc.client.get("/v1/vendor/manifests", headers=vendor)).status == 200
+
+
+def test_token_cache_is_never_filled_from_a_read_older_than_a_revocation() -> None:
+    cache = TokenCache()
+    record = TokenRecord("t1", b"h" * 32, Role.DEVICE, "dev-1", "", 0.0)
+    epoch = cache.epoch  # a lookup reads the token...
+    cache.forget("t1")  # ...while the token is revoked through this server
+    cache.put(record, epoch)
+    assert cache.get(record.token_hash) is None
+    cache.put(record, cache.epoch)
+    cache.sync(4)  # the first generation seen: whatever was cached before is dropped
+    assert cache.get(record.token_hash) is None
+    cache.put(record, cache.epoch)
+    cache.sync(4)  # unchanged: kept
+    assert cache.get(record.token_hash) == record
+    epoch = cache.epoch
+    cache.sync(5)  # another process revoked or removed a token
+    cache.put(record, epoch)
+    assert cache.get(record.token_hash) is None and len(cache) == 0
+    cache.put(record, cache.epoch)
+    cache.sync(None)  # the generation could not be read: fail closed
+    assert len(cache) == 0
 
 
 _HOSTILE_BODIES = [

@@ -159,6 +159,21 @@ def _sealed_webhook_secrets(db: Database) -> None:
     db.execute("ALTER TABLE gateways ADD COLUMN webhook_secret_sealed BLOB")
 
 
+def _credential_generation(db: Database) -> None:
+    """A counter that every revocation or removal of a token moves, in the same transaction
+    (triggers), so a server can keep looked-up tokens in memory and see within a second that
+    another process (``suitsrv admin token revoke``) changed one (auth.TokenCache). A new token
+    does not move it: nothing cached can be stale because of one."""
+    db.execute(
+        "CREATE TABLE credential_generation (id INTEGER PRIMARY KEY CHECK (id = 1), "
+        "generation INTEGER NOT NULL)"
+    )
+    db.execute("INSERT INTO credential_generation (id, generation) VALUES (1, 0)")
+    bump = "BEGIN UPDATE credential_generation SET generation = generation + 1 WHERE id = 1; END"
+    db.execute(f"CREATE TRIGGER tokens_update_generation AFTER UPDATE ON tokens {bump}")
+    db.execute(f"CREATE TRIGGER tokens_delete_generation AFTER DELETE ON tokens {bump}")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Database], None]]] = [
     (1, "initial schema", _initial),
     (2, "attestation verdicts", _verdicts),
@@ -167,6 +182,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Database], None]]] = [
     (5, "the release last served to each device", _served),
     (6, "a generation counter of the releases table", _release_generation),
     (7, "webhook secrets sealed under the vault master key", _sealed_webhook_secrets),
+    (8, "a generation counter of revoked or removed tokens", _credential_generation),
 ]
 
 

@@ -81,6 +81,14 @@ def token_by_hash(db: Database, token_hash: bytes) -> TokenRecord | None:
     return _token(row) if row else None
 
 
+def credential_generation(db: Database) -> int:
+    """The counter every revocation or removal of a token moves (migration 8)."""
+    (generation,) = db.execute(
+        "SELECT generation FROM credential_generation WHERE id = 1"
+    ).fetchone()
+    return int(generation)
+
+
 def list_tokens(db: Database) -> list[TokenRecord]:
     rows = db.execute(f"SELECT {_CREDENTIAL_COLUMNS} FROM tokens ORDER BY created_at").fetchall()
     return [_token(r) for r in rows]

@@ -10,11 +10,12 @@ problem+json; handlers never build error bodies.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ from suitsrv.devices import in_pinhole
 from suitsrv.errors import PROBLEM_BASE, Forbidden, Quarantined, ServiceError
 from suitsrv.nonces import NonceBook
 from suitsrv.store import Role, Store
+from suitsrv.store import queries as q
 
 __all__ = [
     "CLOCK",
@@ -173,7 +175,7 @@ def _guard(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse
         if route.roles is not None:
             app = request.app
             principal = await authenticate(
-                app[STORE], request.headers.get("Authorization"), app[TOKENS], app[CLOCK]()
+                app[STORE], request.headers.get("Authorization"), app[TOKENS]
             )
             require(principal, *route.roles)
             # A quarantined device reaches only the pinhole endpoints (issue 5 §4).
@@ -214,6 +216,33 @@ class JsonAccessLogger(AbstractAccessLogger):
         )
 
 
+CREDENTIAL_POLL = 1.0  # seconds between reads of the credential generation (auth.TokenCache)
+
+
+async def watch_credentials(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: keeps the token cache coherent with revocations other processes make. It
+    syncs once before the first request and then every CREDENTIAL_POLL seconds; while the
+    generation cannot be read, nothing stays cached (fail closed)."""
+    cache, store = app[TOKENS], app[STORE]
+    cache.sync(await store.read(q.credential_generation))
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(CREDENTIAL_POLL)
+            try:
+                generation: int | None = await store.read(q.credential_generation)
+            except Exception:
+                log.exception("cannot read the credential generation; token cache emptied")
+                generation = None
+            cache.sync(generation)
+
+    task = asyncio.create_task(watch(), name="suitsrv-credentials")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def create_app(
     config: Config,
     store: Store,
@@ -250,6 +279,7 @@ def create_app(
         app.router.add_route(route.method, route.path, _guard(route))
     from suitsrv.web.events import stop_streams, webhook_worker
 
+    app.cleanup_ctx.append(watch_credentials)
     app.cleanup_ctx.append(webhook_worker)
     app.on_shutdown.append(stop_streams)
     return app
