@@ -57,6 +57,7 @@ def test_first_start_prints_the_operator_token_once(tmp_path: Path) -> None:
         assert len(server.operator_tokens()) == 1
         token = shown_once(server.stdout(), "operator token")
         assert f"suitsrv serving {server.url}" in server.stdout()
+        assert "allow-resettable-pcrs" not in server.stderr()  # the product default
         status, _, body = http_get(f"{server.url}/v1/operator/vendors", token)
         assert (status, json.loads(body)) == (200, {"vendors": []})
         assert server.stop() == 0

@@ -73,6 +73,7 @@ def test_demo_against_another_server_sets_up_accounts_over_http(tmp_path: Path) 
         tmp_path / "data", tmp_path, extra=("--config", str(config))
     ) as server:
         (token,) = server.operator_tokens()
+        assert "warning: attestation.allow-resettable-pcrs is on" in server.stderr()
         done = _demo(tmp_path, "--server", server.url, "--operator-token", token)
         assert done.returncode == 0, done.stdout + done.stderr
         _outcome(done.stdout)

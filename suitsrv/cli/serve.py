@@ -77,6 +77,15 @@ def _serve(args: argparse.Namespace) -> int:
         ssl_context.load_cert_chain(config.tls_cert, config.tls_key)
     app = create_app(config, store)
     print(f"suitsrv serving {config.base_url} (data in {config.data_dir})", flush=True)
+    if config.allow_resettable_pcrs:
+        # Say it where the operator looks: with this, software on a device could forge the
+        # measurements that reinstate it (docs/adr/0006).
+        print(
+            "suitsrv: warning: attestation.allow-resettable-pcrs is on: images measured into "
+            "PCR 16 or 23 can affirm a device (for swtpm simulations, not for products)",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         asyncio.run(_run(app, config, ssl_context))
     except OSError as exc:
