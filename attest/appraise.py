@@ -54,8 +54,10 @@ WARN_UNRECOGNIZED = 33
 CONTRAINDICATED = 96
 CRYPTO_FAILED = 99
 # TCG PC Client Platform TPM Profile (PTP), PCR attributes: PCR 16 (debug) and PCR 23
-# (application support) are resettable from locality 0, the locality ordinary software uses.
-RESETTABLE_PCRS = frozenset({16, 23})
+# (application support) are resettable from locality 0, the locality ordinary software uses;
+# PCRs 17-22 (dynamic root of trust) from localities 2-4, which firmware TPMs and some SPI TPMs
+# do not keep from software. Only 0-15, reset by a TPM reset alone, prove what booted.
+RESETTABLE_PCRS = frozenset(range(16, 24))
 
 
 class UnknownComponents(StrEnum):
@@ -93,9 +95,9 @@ class Policy:
     must run, so the default contraindicates (DESIGN.md); ``WARN`` gives Veraison's PSA verdict
     for CoRIM reference values (executables 33, vector P2).
 
-    ``allow_resettable_pcrs``: images measured into a PCR that software may reset (16, 23) are
-    at best a warning unless this is set (ADR 0006): software can reset such a PCR and extend
-    the expected digests whatever actually runs. Simulations on swtpm set it."""
+    ``allow_resettable_pcrs``: images measured into a PCR that can be reset without a TPM reset
+    (16-23) are at best a warning unless this is set (ADR 0006): software that can reset such a
+    PCR can extend the expected digests whatever actually runs. Simulations on swtpm set it."""
 
     allow_sha1: bool = False
     unknown_components: UnknownComponents = UnknownComponents.WARN

@@ -16,8 +16,6 @@ import contextlib
 import functools
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +47,7 @@ from . import __version__
 from .config import Config
 from .enrollment import Enrollments
 from .errors import InvalidRequest, UnsupportedMediaType
+from .files import create_private_file
 from .jsonbody import json_object
 from .nonces import NonceBook
 from .store import DeviceRecord, ReleaseRecord, Store, VerdictRecord
@@ -93,14 +92,8 @@ class EarSigner:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )  # fmt: skip
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ear-key-")
-        with os.fdopen(fd, "wb") as fh:  # mkstemp creates it 0600
-            fh.write(pem)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        return cls(key)
+        stored = create_private_file(path, pem)
+        return cls(key) if stored == pem else cls.load_or_create(path)
 
     def sign(self, ear: Ear) -> str:
         return sign_ear_jwt(ear, self.key, self.kid)

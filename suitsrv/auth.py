@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import re
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -72,14 +74,24 @@ class TokenCache:
       the credential generation (migration 8), which the server reads every second
       (``watch_credentials``): a new value empties the cache (``sync``);
     * a lookup whose read began before a ``forget`` or ``sync`` does not fill the cache with
-      what it read (``epoch``), so a revoked token cannot come back from an older read.
+      what it read (``epoch``), so a revoked token cannot come back from an older read;
+    * nothing is served from it more than ``max_age`` seconds after the last ``sync`` (a
+      watcher whose read queues behind busy readers cannot stretch the revocation delay).
 
     Bounded: emptied when full."""
 
-    def __init__(self, capacity: int = 200_000) -> None:
+    def __init__(
+        self,
+        capacity: int = 200_000,
+        max_age: float = 3.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.capacity = capacity
+        self.max_age = max_age
         self.generation: int | None = None  # the credential generation last synced with
         self.epoch = 0  # moves on every forget and flush
+        self._clock = clock
+        self._synced_at = -math.inf
         self._by_hash: dict[bytes, TokenRecord] = {}
         self._by_id: dict[str, bytes] = {}
 
@@ -87,6 +99,10 @@ class TokenCache:
         return len(self._by_hash)
 
     def get(self, token_hash: bytes) -> TokenRecord | None:
+        if self._clock() - self._synced_at > self.max_age:
+            if self._by_hash:
+                self._flush()
+            return None
         return self._by_hash.get(token_hash)
 
     def put(self, record: TokenRecord, epoch: int) -> None:
@@ -109,6 +125,8 @@ class TokenCache:
         if generation is None or generation != self.generation:
             self._flush()
         self.generation = generation
+        if generation is not None:
+            self._synced_at = self._clock()
 
     def _flush(self) -> None:
         self.epoch += 1

@@ -232,12 +232,19 @@ class WebhookWorker:
             lambda gateway, secret: seal_webhook_secret(master, gateway, secret),
         )
 
-    async def run(self) -> None:
+    async def _seal_once(self) -> bool:
+        """Seal what an older version stored in the clear; False when that failed (the next
+        poll tries again; meanwhile delivery to webhooks already sealed goes on)."""
         try:
             if sealed := await self.seal_plain_secrets():
                 log.info("webhook worker: sealed %d webhook secret(s) stored in the clear", sealed)
-        except Exception:  # delivery to webhooks already sealed goes on
+        except Exception:
             log.exception("webhook worker: cannot seal the webhook secrets stored in the clear")
+            return False
+        return True
+
+    async def run(self) -> None:
+        sealed = await self._seal_once()
         timeout = aiohttp.ClientTimeout(total=self._settings.webhook_timeout)
         connector = aiohttp.TCPConnector(resolver=GuardedResolver())
         async with aiohttp.ClientSession(
@@ -245,6 +252,7 @@ class WebhookWorker:
         ) as session:
             try:
                 while not self._stopping.is_set():
+                    sealed = sealed or await self._seal_once()
                     await self._start_drains(session)
                     await self._sleep(self._settings.webhook_poll)
             finally:
@@ -283,8 +291,13 @@ class WebhookWorker:
                     secret = open_secret(await self._master(), hook.sealed_secret,
                                          aad=_secret_aad(gateway))  # fmt: skip
                 except VaultError:
-                    log.error("webhook of gateway %s: its secret does not open with this "
-                              "vault master key; not delivering", gateway)  # fmt: skip
+                    # Shown to the gateway as its webhook's last error; retried with backoff
+                    # like a failed delivery (registering the webhook again seals a new one).
+                    await self._failed(
+                        gateway,
+                        "the webhook secret does not open with this "
+                        "service's vault master key; register the webhook again",
+                    )
                     return
                 batch = await self._store.signals_after(
                     gateway, hook.delivered_through, self._settings.batch
@@ -298,18 +311,19 @@ class WebhookWorker:
                             gq.record_delivery, gateway, signal.signal_id, self._clock()
                         )
                         continue
-                    failures = await self._store.write(
-                        gq.record_failure, gateway, error, self._clock()
-                    )
-                    delay = backoff_delay(failures, self._settings, self._rng)
-                    log.warning(
-                        "webhook of gateway %s: signal %d not delivered (%s, failure %d); "
-                        "retrying in %.1fs", gateway, signal.signal_id, error, failures, delay,
-                    )  # fmt: skip
-                    await self._sleep(delay)
+                    await self._failed(gateway, error, signal.signal_id)
                     break
         except Exception:  # the next poll starts a fresh drain
             log.exception("webhook worker: delivery to gateway %s failed", gateway)
+
+    async def _failed(self, gateway: str, error: str, signal_id: int | None = None) -> None:
+        """Record a failed attempt (the gateway sees it) and wait out the backoff."""
+        failures = await self._store.write(gq.record_failure, gateway, error, self._clock())
+        delay = backoff_delay(failures, self._settings, self._rng)
+        what = f"signal {signal_id} not delivered" if signal_id is not None else "not delivering"
+        log.warning("webhook of gateway %s: %s (%s, failure %d); retrying in %.1fs",
+                    gateway, what, error, failures, delay)  # fmt: skip
+        await self._sleep(delay)
 
     async def _post(
         self, session: aiohttp.ClientSession, url: str, secret: bytes, signal: Signal

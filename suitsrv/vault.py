@@ -9,9 +9,7 @@ only wrapped (RFC 3394 AES key wrap) under the master key, which lives outside t
 
 from __future__ import annotations
 
-import os
 import secrets
-import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
 from .errors import PayloadTooLarge, ServiceError
+from .files import create_private_file
 
 __all__ = [
     "SealedBackup",
@@ -128,18 +127,12 @@ def open_secret(master: bytes, blob: bytes, *, aad: bytes) -> bytes:
 
 
 def load_or_create_master_key(path: Path) -> bytes:
-    """The 32-byte master key from ``path`` (hex), created 0600 on first use."""
+    """The 32-byte master key from ``path`` (hex), created 0600 on first use, durably (a key
+    lost to a power loss would take every backup and webhook secret sealed under it along)."""
     if path.exists():
         key = bytes.fromhex(path.read_text().strip())
         if len(key) != KEY_BYTES:
             raise RuntimeError(f"{path} must hold {KEY_BYTES} bytes of hex")
         return key
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_bytes(KEY_BYTES)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".vault-key-")
-    with os.fdopen(fd, "w") as fh:  # mkstemp creates it 0600
-        fh.write(key.hex() + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return key
+    text = create_private_file(path, (secrets.token_bytes(KEY_BYTES).hex() + "\n").encode())
+    return bytes.fromhex(text.decode().strip())

@@ -15,6 +15,7 @@ from tpm2_pytss import ESAPI, TSS2_Exception
 from tpm2_pytss import types as tss
 from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPMA_OBJECT
 
+from attest import appraise
 from attest.appraise import (
     ExpectedImage,
     Policy,
@@ -129,6 +130,16 @@ def test_images_in_a_resettable_pcr_at_most_warn_by_default(device: Device) -> N
     bad = appraise_tpm(attest, sig, device.public, nonce=nonce, pcrs=pcrs, event_log=tampered,
                        reference=REFERENCE)  # fmt: skip
     assert (bad.status, bad.vector.executables) == (Status.CONTRAINDICATED, 96)
+
+
+def test_only_pcrs_that_a_tpm_reset_alone_clears_let_images_affirm() -> None:
+    """16 and 23 reset from locality 0, 17-22 from localities 2-4 (the swtpm refuses to extend
+    those from locality 0, so this is checked on the rule itself)."""
+    for pcr in range(24):
+        why: list[str] = []
+        claim = appraise._resettable(pcr, Policy(), why)
+        assert (claim, bool(why)) == ((2, False) if pcr < 16 else (32, True)), pcr
+        assert appraise._resettable(pcr, SIMULATION, []) == 2
 
 
 def test_images_in_a_boot_pcr_are_affirmed_by_default(device: Device) -> None:

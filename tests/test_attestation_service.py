@@ -61,7 +61,7 @@ async def svc(
     request: pytest.FixtureRequest, tmp_path: Path, aiohttp_client: Any, tpm: Tpm
 ) -> AsyncIterator[Service]:
     """The service with tpm-dev registered; parametrized (indirect) with a measurement PCR, it
-    keeps the product policy (images in PCR 16 or 23 at most warn, ADR 0006)."""
+    keeps the product policy (images in PCRs 16-23 at most warn, ADR 0006)."""
     pcr = getattr(request, "param", None)
     if pcr is None:
         service = await start_service(tmp_path, aiohttp_client)
@@ -161,7 +161,9 @@ async def test_device_attests_the_installed_firmware(svc: Service, tpm: Tpm) -> 
 
 
 @pytest.mark.parametrize(
-    ("svc", "status"), [(9, "affirming"), (16, "warning"), (23, "warning")], indirect=["svc"]
+    ("svc", "status"),
+    [(9, "affirming"), (16, "warning"), (23, "warning")],
+    indirect=["svc"],
 )
 async def test_the_configured_measurement_pcr_and_the_product_policy(
     svc: Service, tpm: Tpm, status: str

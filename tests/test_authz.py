@@ -177,14 +177,19 @@ async def test_revocation_by_another_process_takes_effect_within_the_credential_
 
 
 def test_token_cache_is_never_filled_from_a_read_older_than_a_revocation() -> None:
-    cache = TokenCache()
+    now = [0.0]
+    cache = TokenCache(max_age=3.0, clock=lambda: now[0])
     record = TokenRecord("t1", b"h" * 32, Role.DEVICE, "dev-1", "", 0.0)
+    cache.put(record, cache.epoch)
+    assert cache.get(record.token_hash) is None  # never synced: nothing is served
+    cache.sync(3)
     epoch = cache.epoch  # a lookup reads the token...
     cache.forget("t1")  # ...while the token is revoked through this server
     cache.put(record, epoch)
     assert cache.get(record.token_hash) is None
     cache.put(record, cache.epoch)
-    cache.sync(4)  # the first generation seen: whatever was cached before is dropped
+    assert cache.get(record.token_hash) == record
+    cache.sync(4)  # another generation: whatever was cached before is dropped
     assert cache.get(record.token_hash) is None
     cache.put(record, cache.epoch)
     cache.sync(4)  # unchanged: kept
@@ -196,6 +201,12 @@ def test_token_cache_is_never_filled_from_a_read_older_than_a_revocation() -> No
     cache.put(record, cache.epoch)
     cache.sync(None)  # the generation could not be read: fail closed
     assert len(cache) == 0
+    cache.sync(5)
+    cache.put(record, cache.epoch)
+    now[0] += 3.0
+    assert cache.get(record.token_hash) == record
+    now[0] += 0.1  # no sync for longer than max_age: the watcher is stuck or slow
+    assert cache.get(record.token_hash) is None and len(cache) == 0
 
 
 _HOSTILE_BODIES = [

@@ -359,13 +359,16 @@ async def test_the_secret_is_stored_sealed(gw: Gateways, receiver: Receiver) -> 
     first = await gw.signal("gw-1", "dev-a")
     await wait_delivered(gw, first)  # and the worker opened it to sign (checked by the receiver)
     assert receiver.bad_signatures == 0
-    # Under another master key it does not open: nothing is delivered, nothing crashes.
+    # Under another master key it does not open: nothing is delivered, the gateway sees why.
     await client.close()
     gw.config.data_dir.joinpath("vault", "master.key").write_text(secrets.token_hex(32) + "\n")
     vault_service._MASTER_KEYS.clear()
-    await gw.start()
+    client = await gw.start()
     second = await gw.signal("gw-1", "dev-b")
-    await asyncio.sleep(0.3)
+    async with asyncio.timeout(5):
+        while (state := await webhook_state(client, gw))["failures"] < 1:
+            await asyncio.sleep(0.01)
+    assert "does not open" in state["last_error"] and state["delivered_through"] == first
     assert receiver.received == [first] and second > first
 
 

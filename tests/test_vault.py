@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import stat
+import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from suitsrv.errors import PayloadTooLarge
+from suitsrv.files import create_private_file
 from suitsrv.vault import (
     VaultError,
     associated_data,
@@ -71,3 +74,20 @@ def test_master_key_file(tmp_path: Path) -> None:
     key = load_or_create_master_key(path)
     assert len(key) == 32 and stat.S_IMODE(path.stat().st_mode) == 0o600
     assert load_or_create_master_key(path) == key
+    assert [p.name for p in path.parent.iterdir()] == ["master.key"]  # no temporary file left
+
+
+def test_a_key_file_is_created_once_and_never_replaced(tmp_path: Path) -> None:
+    """Two creators racing (threads here, processes alike): both end with the one key the file
+    holds, so nothing is ever sealed under a key that the other's rename would replace."""
+    path = tmp_path / "vault" / "master.key"
+    start = threading.Barrier(8)
+
+    def create() -> bytes:
+        start.wait()
+        return load_or_create_master_key(path)
+
+    with ThreadPoolExecutor(8) as pool:
+        keys = set(pool.map(lambda _: create(), range(8)))
+    assert keys == {bytes.fromhex(path.read_text())}
+    assert create_private_file(path, b"other") == path.read_bytes()  # exists: kept as it is

@@ -82,7 +82,7 @@ def _serve(args: argparse.Namespace) -> int:
         # measurements that reinstate it (docs/adr/0006).
         print(
             "suitsrv: warning: attestation.allow-resettable-pcrs is on: images measured into "
-            "PCR 16 or 23 can affirm a device (for swtpm simulations, not for products)",
+            "PCRs 16-23 can affirm a device (for swtpm simulations, not for products)",
             file=sys.stderr,
             flush=True,
         )

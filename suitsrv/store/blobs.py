@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Final
 
 from suitsrv.errors import InsufficientStorage, InvalidRequest, PayloadTooLarge
+from suitsrv.files import fsync_dir
 
 __all__ = ["BlobStore", "is_sha256_hex"]
 
@@ -27,14 +28,6 @@ _HEX64: Final = re.compile(r"[0-9a-f]{64}")
 
 def is_sha256_hex(text: str) -> bool:
     return bool(_HEX64.fullmatch(text))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class BlobStore:
@@ -114,5 +107,5 @@ class BlobStore:
             tmp.unlink()
             return False
         os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         return True

@@ -268,7 +268,7 @@ def create_app(
     app[RNG] = rng or random.Random()  # noqa: S311 - poll jitter, not security
     app[ROUTES] = table
     app[INFLIGHT] = InFlight()
-    app[TOKENS] = TokenCache()
+    app[TOKENS] = TokenCache(max_age=3 * CREDENTIAL_POLL)
     app[VERIFIER] = Verifier(
         config,
         signer or EarSigner.load_or_create(config.data_dir / "verifier" / "ear-key.pem"),
