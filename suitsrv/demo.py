@@ -17,18 +17,19 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final
+
+from .demo_procs import DemoFailed, Processes, child_env, free_port, listening, wait_for
 
 __all__ = ["SIMULATION_CONFIG", "DemoFailed", "main"]
 
@@ -43,81 +44,6 @@ allow-resettable-pcrs = true
 """
 _TOKEN = re.compile(r"(sst_\S+)")
 _OPERATOR_LINE = re.compile(r"operator token \(shown once, store it now\): (sst_\S+)")
-
-
-class DemoFailed(Exception):
-    """The story did not end as it should, or a step failed; the message says which."""
-
-
-def _free_port(pair: bool = False) -> int:
-    """A loopback port free a moment ago (with ``pair``, port+1 too: swtpm's control port)."""
-    for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if not pair:
-            return port
-        with socket.socket() as sock, contextlib.suppress(OSError):
-            sock.bind(("127.0.0.1", port + 1))
-            return port
-    raise DemoFailed("no free loopback port")
-
-
-def _child_env() -> dict[str, str]:
-    # The children are separate programs with their own configuration: a developer's SUITSRV_*
-    # settings must not leak into them, and the TSS library's warnings only hide the story.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SUITSRV_")}
-    env["TSS2_LOG"] = "all+none"
-    return env
-
-
-@dataclass
-class Processes:
-    """Every long-running child, stopped in reverse order: SIGTERM, then SIGKILL after 10 s."""
-
-    running: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def start(self, args: Sequence[str], log: Path, **kwargs: Any) -> subprocess.Popen[bytes]:
-        with log.open("wb") as out:
-            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, env=_child_env(),
-                                    **kwargs)  # fmt: skip
-        self.running.append(proc)
-        return proc
-
-    def stop(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        if proc in self.running:
-            self.running.remove(proc)
-
-    def stop_all(self) -> None:
-        for proc in reversed(list(self.running)):
-            self.stop(proc)
-
-
-def _wait_for(
-    what: str, ready: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path
-) -> None:
-    deadline = time.monotonic() + 20
-    while not ready():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            tail = log.read_text(errors="replace")[-2000:]
-            raise DemoFailed(f"{what} did not start:\n{tail}")
-        time.sleep(0.05)
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 @dataclass
@@ -169,7 +95,7 @@ class Demo:
             shown = shown.replace(token, f"${role.upper()}_TOKEN")
         print(f"$ suitsrv {shown}", flush=True)
         done = subprocess.run([str(SUITSRV), *args], capture_output=True, text=True,
-                              env=_child_env(), timeout=120, check=False)  # fmt: skip
+                              env=child_env(), timeout=120, check=False)  # fmt: skip
         for line in (done.stdout + done.stderr).splitlines():
             print(f"    {line}", flush=True)
         if done.returncode not in ok:
@@ -200,7 +126,7 @@ class Demo:
 
     def start_server(self) -> None:
         self.data_dir = self.root / "server"
-        port = _free_port()
+        port = free_port()
         log = self.root / "server.log"
         # The devices are swtpm simulations whose agents measure into PCR 16, which software
         # can reset: a product measures from boot code into a PCR it cannot, and keeps the
@@ -213,10 +139,10 @@ class Demo:
         proc = self.procs.start(argv, log, start_new_session=True)
 
         def ready() -> bool:
-            return "suitsrv serving" in log.read_text(errors="replace") and _listening(port)
+            return "suitsrv serving" in log.read_text(errors="replace") and listening(port)
 
         self.server_proc = proc
-        _wait_for("suitsrv serve", ready, proc, log)
+        wait_for("suitsrv serve", ready, proc, log)
         found = _OPERATOR_LINE.search(log.read_text())
         if found is None:
             raise DemoFailed("the server printed no operator token")
@@ -248,7 +174,7 @@ class Demo:
     def provision(self, dev: Device) -> None:
         """Start the device's swtpm, read its EK and register it with a claim code."""
         dev.folder.mkdir()
-        port = _free_port(pair=True)
+        port = free_port(pair=True)
         log = dev.folder / "swtpm.log"
         (dev.folder / "tpm").mkdir()
         # As in tests/swtpm.py: already started up, so the agent is the TPM's only user.
@@ -259,7 +185,7 @@ class Demo:
              "--tpmstate", f"dir={dev.folder / 'tpm'}", "--flags", "not-need-init,startup-clear"],
             log,
         )  # fmt: skip
-        _wait_for("swtpm", lambda: _listening(port), proc, log)
+        wait_for("swtpm", lambda: listening(port), proc, log)
         shutil.copy(self.root / "vendor" / "vendor.pub.pem", dev.folder / "vendor.pub.pem")
         token_file = dev.folder / "device.token"
         token_file.write_text("sst_not_registered_yet\n")  # identity needs no token
